@@ -1,0 +1,10 @@
+"""pathnet: sparse neural networks as graphs — lottery tickets, path metrics and masked training."""
+
+from . import data, errors, models
+from .graph import Block, Layer, LayeredDAG, to_dag
+from .mask import Mask, prunable_weights
+
+__version__ = "0.1.0"
+
+__all__ = ["Mask", "LayeredDAG", "Layer", "Block", "to_dag", "prunable_weights", "models", "data", "errors",
+           "__version__"]

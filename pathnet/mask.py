@@ -1,0 +1,298 @@
+"""`Mask`: which prunable weights a ticket keeps, as an immutable value object.
+
+A mask maps parameter names (``"features.0.weight"``) to bool tensors of the weight's shape.
+It never holds weights and never changes after construction: every operation returns a new
+mask. Masks read the three conventions found in the wild (torch.nn.utils.prune ``*_mask``
+buffers, Synaptic-Flow ``weight_mask`` buffers, open_lth ``mask_*`` buffers) and write
+safetensors (or ``.pt`` state dicts) atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import MaskError
+
+PRUNABLE_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_META_KEY = "pathnet"
+
+
+def prunable_weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Name → trainable weight of every Linear/Conv layer, in registration order.
+
+    Names are the plain ``"<module>.weight"`` even when torch.nn.utils.prune has renamed the
+    parameter to ``weight_orig``; the tensor returned is then ``weight_orig`` (what trains).
+    """
+    out = {}
+    for mod_name, module in model.named_modules():
+        if isinstance(module, PRUNABLE_TYPES):
+            w = module._parameters.get("weight_orig", module._parameters.get("weight"))
+            if w is not None:
+                out[f"{mod_name}.weight" if mod_name else "weight"] = w
+    return out
+
+
+def _as_bool(name: str, value: Any) -> torch.Tensor:
+    """Convert one mask entry to a contiguous CPU bool tensor, rejecting non-binary values."""
+    if isinstance(value, np.ndarray):
+        value = torch.from_numpy(np.ascontiguousarray(value))
+    if not isinstance(value, torch.Tensor):
+        raise MaskError(f"mask entry {name!r} is a {type(value).__name__}; give a torch tensor or numpy array")
+    value = value.detach().to("cpu")
+    if value.dtype == torch.bool:
+        return value.clone().contiguous()
+    if value.is_complex():
+        raise MaskError(f"mask entry {name!r} is complex; masks hold 0/1 values only")
+    bad = (value != 0) & (value != 1)
+    if bool(bad.any()):
+        example = value[bad].flatten()[0].item()
+        raise MaskError(
+            f"mask entry {name!r} has {int(bad.sum())} non-binary values (e.g. {example!r}); "
+            "a mask holds only 0 and 1 — to keep the top scores, pass scores to pathnet.pruning.threshold"
+        )
+    return (value == 1).contiguous()
+
+
+class Mask(Mapping[str, torch.Tensor]):
+    """Immutable mapping ``param name → bool tensor`` (True = weight kept).
+
+    ``meta`` carries JSON-serialisable provenance (method, density, seed, ...), saved with the
+    mask. Treat the tensors as read-only; operations return new masks.
+    """
+
+    __slots__ = ("_masks", "_meta")
+
+    def __init__(self, masks: Mapping[str, Any], meta: Mapping[str, Any] | None = None):
+        if isinstance(masks, Mask):
+            meta = dict(masks.meta) if meta is None else meta
+            masks = masks._masks
+        if not isinstance(masks, Mapping):
+            raise MaskError(f"Mask expects a mapping name → tensor, got {type(masks).__name__}")
+        if len(masks) == 0:
+            raise MaskError("a Mask needs at least one entry; use Mask.ones(model) for a dense mask")
+        self._masks = {str(k): _as_bool(str(k), v) for k, v in masks.items()}
+        meta = dict(meta or {})
+        try:
+            json.dumps(meta)
+        except TypeError as e:
+            raise MaskError(f"mask metadata must be JSON-serialisable: {e}") from None
+        self._meta = MappingProxyType(meta)
+
+    # -- construction -------------------------------------------------------------------
+    @classmethod
+    def ones(cls, model: nn.Module, **meta: Any) -> Mask:
+        """The dense mask: every Linear/Conv weight of `model` kept."""
+        weights = prunable_weights(model)
+        if not weights:
+            raise MaskError(f"{type(model).__name__} has no Linear or Conv layers, so nothing to mask")
+        return cls({k: torch.ones(w.shape, dtype=torch.bool) for k, w in weights.items()}, meta)
+
+    @classmethod
+    def from_state_dict(cls, state: Mapping[str, Any], meta: Mapping[str, Any] | None = None) -> Mask:
+        """Read mask entries from a state dict in any known convention.
+
+        ``X.weight_mask`` (torch.nn.utils.prune, Synaptic-Flow) → ``X.weight``;
+        ``[prefix.]mask_A___B___weight`` (open_lth) → ``[prefix.]A.B.weight``;
+        any other binary tensor is taken under its own name (a saved Mask).
+        """
+        out = {}
+        converted = False
+        for key, value in state.items():
+            head, _, last = key.rpartition(".")
+            if last.endswith("_mask"):
+                out[f"{head}.{last[:-5]}" if head else last[:-5]] = value
+                converted = True
+            elif last.startswith("mask_"):
+                name = last[5:].replace("___", ".")
+                out[f"{head}.{name}" if head else name] = value
+                converted = True
+        if not converted:
+            out = dict(state)
+        return cls(out, meta)
+
+    @classmethod
+    def from_model(cls, model: nn.Module) -> Mask:
+        """Read the mask buffers a pruned model carries (torch prune, Synaptic-Flow, open_lth)."""
+        buffers = {k: v for k, v in model.named_buffers()
+                   if k.rpartition(".")[2].endswith("_mask") or k.rpartition(".")[2].startswith("mask_")}
+        if not buffers:
+            raise MaskError(
+                f"{type(model).__name__} carries no mask buffers (*_mask or mask_*); "
+                "use Mask.ones(model) for a dense mask or prune it first"
+            )
+        return cls.from_state_dict(buffers, {"source": "from_model"})
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Mask:
+        """Load a mask saved by :meth:`save` (safetensors) or a ``.pt``/``.pth`` state dict."""
+        path = Path(path)
+        if not path.is_file():
+            raise MaskError(f"no mask file at {path}; check the path (masks are saved with Mask.save)")
+        if path.suffix in (".pt", ".pth"):
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            if not isinstance(state, Mapping):
+                raise MaskError(f"{path} holds a {type(state).__name__}, not a state dict of masks")
+            meta = state.pop(f"__{_META_KEY}_meta__", None)
+            return cls.from_state_dict(state, json.loads(meta) if isinstance(meta, str) else None)
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+                meta = (f.metadata() or {}).get(_META_KEY)
+        except Exception as e:  # safetensors raises its own error types for corrupt files
+            raise MaskError(f"{path} is not a readable safetensors file ({e}); "
+                            "masks in torch format need a .pt or .pth suffix") from None
+        return cls.from_state_dict(tensors, json.loads(meta) if meta else None)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write atomically: safetensors by default, a torch state dict for ``.pt``/``.pth``."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            if path.suffix in (".pt", ".pth"):
+                state: dict[str, Any] = dict(self._masks)
+                state[f"__{_META_KEY}_meta__"] = json.dumps(dict(self._meta))
+                torch.save(state, tmp)
+            else:
+                from safetensors.torch import save_file
+
+                save_file(self._masks, tmp, metadata={_META_KEY: json.dumps(dict(self._meta))})
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return path
+
+    # -- mapping ----------------------------------------------------------------------------
+    def __getitem__(self, name: str) -> torch.Tensor:
+        try:
+            return self._masks[name]
+        except KeyError:
+            raise KeyError(f"{name!r} is not in this mask; it has {_preview(self._masks)}") from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._masks)
+
+    def __len__(self) -> int:
+        return len(self._masks)
+
+    @property
+    def meta(self) -> Mapping[str, Any]:
+        """Provenance (method, density, seed, ...): read-only."""
+        return self._meta
+
+    def with_meta(self, **meta: Any) -> Mask:
+        """A copy whose metadata is updated with `meta`."""
+        return Mask(self._masks, {**self._meta, **meta})
+
+    # -- counts -----------------------------------------------------------------------------
+    @property
+    def num_kept(self) -> int:
+        return int(sum(int(m.sum()) for m in self._masks.values()))
+
+    @property
+    def num_total(self) -> int:
+        return int(sum(m.numel() for m in self._masks.values()))
+
+    @property
+    def density(self) -> float:
+        """Fraction of the masked weights that are kept."""
+        return self.num_kept / self.num_total
+
+    def layer_densities(self) -> dict[str, float]:
+        return {k: float(m.sum()) / m.numel() for k, m in self._masks.items()}
+
+    def numpy(self) -> dict[str, np.ndarray]:
+        return {k: m.numpy() for k, m in self._masks.items()}
+
+    # -- algebra ----------------------------------------------------------------------------
+    def check_compatible(self, other: Mask) -> None:
+        """Raise MaskError naming the first name or shape on which two masks differ."""
+        if not isinstance(other, Mask):
+            raise MaskError(f"expected a Mask, got {type(other).__name__}")
+        if list(self._masks) != list(other._masks):
+            only_a = [k for k in self._masks if k not in other._masks]
+            only_b = [k for k in other._masks if k not in self._masks]
+            first = f"{only_a[0]!r} only in the first" if only_a else (
+                f"{only_b[0]!r} only in the second" if only_b else "the same names in another order")
+            raise MaskError(f"masks cover different weights ({first}); they must come from the same architecture")
+        for k, m in self._masks.items():
+            if m.shape != other._masks[k].shape:
+                raise MaskError(f"masks differ in the shape of {k!r}: {tuple(m.shape)} vs "
+                                f"{tuple(other._masks[k].shape)}; they must come from the same architecture")
+
+    def _combine(self, other: Mask, op) -> Mask:
+        self.check_compatible(other)
+        return Mask({k: op(m, other._masks[k]) for k, m in self._masks.items()})
+
+    def __and__(self, other: Mask) -> Mask:
+        return self._combine(other, torch.logical_and)
+
+    def __or__(self, other: Mask) -> Mask:
+        return self._combine(other, torch.logical_or)
+
+    def __xor__(self, other: Mask) -> Mask:
+        return self._combine(other, torch.logical_xor)
+
+    def __invert__(self) -> Mask:
+        return Mask({k: ~m for k, m in self._masks.items()})
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Mask):
+            return NotImplemented
+        return list(self._masks) == list(other._masks) and all(
+            m.shape == other._masks[k].shape and torch.equal(m, other._masks[k]) for k, m in self._masks.items())
+
+    __hash__ = None  # equality is by value over tensors
+
+    # -- models -----------------------------------------------------------------------------
+    def check(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """Validate names and shapes against `model`; return its matching weights.
+
+        Weights of `model` that the mask does not name are left dense.
+        """
+        weights = prunable_weights(model)
+        for k, m in self._masks.items():
+            if k not in weights:
+                raise MaskError(f"mask entry {k!r} names no Linear/Conv weight of {type(model).__name__} "
+                                f"(it has {_preview(weights)}); was the mask made for another model?")
+            if tuple(weights[k].shape) != tuple(m.shape):
+                raise MaskError(f"mask entry {k!r} has shape {tuple(m.shape)} but the weight has "
+                                f"{tuple(weights[k].shape)}; was the mask made for another model?")
+        return {k: weights[k] for k in self._masks}
+
+    def complete(self, model: nn.Module) -> Mask:
+        """This mask with every prunable weight of `model` it does not name added as dense."""
+        self.check(model)
+        full = {k: self._masks.get(k, torch.ones(w.shape, dtype=torch.bool)) for k, w in prunable_weights(model).items()}
+        return Mask(full, self._meta)
+
+    def apply(self, model: nn.Module) -> nn.Module:
+        """Zero the pruned weights of `model` in place (all names checked before any write)."""
+        weights = self.check(model)
+        with torch.no_grad():
+            for k, w in weights.items():
+                w.mul_(self._masks[k].to(device=w.device, dtype=w.dtype))
+        return model
+
+    def __repr__(self) -> str:
+        return (f"Mask({len(self)} tensors, density={self.density:.4f}, "
+                f"{self.num_kept:,}/{self.num_total:,} kept)")
+
+
+def _preview(names: Mapping[str, Any], limit: int = 4) -> str:
+    keys = list(names)
+    shown = ", ".join(repr(k) for k in keys[:limit])
+    return f"{shown}, … ({len(keys)} in all)" if len(keys) > limit else (shown or "no entries")
