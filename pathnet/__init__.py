@@ -8,3 +8,7 @@ __version__ = "0.1.0"
 
 __all__ = ["Mask", "LayeredDAG", "Layer", "Block", "to_dag", "prunable_weights", "models", "data", "errors",
            "__version__"]
+
+from .pruning import METHODS, prune  # noqa: E402
+
+__all__ += ["prune", "METHODS"]
