@@ -6,7 +6,8 @@ turn). Each hop picks one of the blocks leaving the unit uniformly (the block pa
 shortcut at a residual fork), an edge ∝ the L1 norm of its kernel, then an entry of the kernel
 ∝ |w|; every weight a walk crosses is kept. The budget round(density · N) is met exactly with no
 weight off the input→output paths: a walk that would pass the budget is set aside; once
-`patience` walks in a row add nothing, the last weights are added one at a time as *bridges*
+`patience` walks in a row add nothing (whole-kernel walks first give way to single-entry walks),
+the last weights are added as *bridges*
 (a free weight from a unit the input reaches to a unit that reaches the output, drawn ∝ |w|),
 each of which closes a path by itself. Only if no bridge exists (a ticket saturating its
 reachable subnetwork, near density 1) are the largest free weights added, with a warning.
@@ -115,7 +116,7 @@ def phew_mask(dag: LayeredDAG, density: float, *, seed: int = 0, bias: str = "ma
         raise DensityError(f"density {density} asks for {target:,} weights but the DAG's mask allows only "
                            f"{int(net.allowed.sum()):,}")
     state = np.zeros(net.num_weights, dtype=np.uint8)
-    rng = np.array([np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15) + np.uint64(1)], dtype=np.uint64)
+    rng = np.array([(int(seed) * 0x9E3779B97F4A7C15 + 1) % 2**64], dtype=np.uint64)
     seeds_in = np.arange(dag.layers[0].size, dtype=np.int64)
     out_layer = np.concatenate([np.full(dag.layers[i].size, i) for i in dag.output_layers]).astype(np.int64)
     out_unit = np.concatenate([np.arange(dag.layers[i].size) for i in dag.output_layers]).astype(np.int64)
@@ -125,15 +126,17 @@ def phew_mask(dag: LayeredDAG, density: float, *, seed: int = 0, bias: str = "ma
     kept, bridged, dangling = 0, 0, 0
     with tqdm(total=target, disable=not progress, delay=1.0, desc="PHEW walks", unit="w") as bar:
         chunk = max(1, target // 100) if progress else target
-        while kept < target:
-            stop_at = min(target, kept + chunk)
-            now = kernels.phew_walks(net.forward, net.backward, net.absw, net.allowed, state, kept, target, stop_at,
-                                     seeds_in, out_layer, out_unit, robin, uniform, whole, patience, rng, stats,
-                                     net.max_path)
-            bar.update(now - kept)
-            stalled, kept = now < stop_at, now
-            if stalled:
-                break
+        # whole-kernel walks may be too big for the last few weights: single-entry walks finish
+        for walk_whole in ((True, False) if whole else (False,)):
+            while kept < target:
+                stop_at = min(target, kept + chunk)
+                now = kernels.phew_walks(net.forward, net.backward, net.absw, net.allowed, state, kept, target,
+                                         stop_at, seeds_in, out_layer, out_unit, robin, uniform, walk_whole,
+                                         patience, rng, stats, net.max_path)
+                bar.update(now - kept)
+                stalled, kept = now < stop_at, now
+                if stalled:
+                    break
         if kept < target:  # the last few weights: bridges between the two reachable sets
             fwd = np.zeros(net.lay_off[-1], dtype=np.bool_)
             fwd[: dag.layers[0].size] = True
