@@ -20,9 +20,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset as TorchDataset, TensorDataset
 
-from .errors import DataError, RegistryError
+from .errors import DataError
+from .registry import Registry
 
-__all__ = ["Dataset", "get", "names", "register", "loader"]
+__all__ = ["Dataset", "DATASETS", "get", "names", "register", "loader"]
 
 
 @dataclass(frozen=True)
@@ -53,26 +54,15 @@ def loader(dataset: TorchDataset, batch_size: int = 128, shuffle: bool = False, 
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, **kw)
 
 
-_REGISTRY: dict[str, Callable[..., Dataset]] = {}
-
-
-def register(name: str):
-    """Decorator adding a dataset factory ``f(root, download, **options) -> Dataset``."""
-    def add(factory):
-        _REGISTRY[name] = factory
-        return factory
-    return add
-
-
-def names() -> list[str]:
-    return sorted(_REGISTRY)
+#: name → factory ``f(root, download, **options) -> Dataset``
+DATASETS: Registry[Callable[..., Dataset]] = Registry("dataset")
+register = DATASETS.register
+names = DATASETS.names
 
 
 def get(name: str, root: str | os.PathLike | None = None, *, download: bool = False, **options) -> Dataset:
     """The dataset `name`; torchvision sets read from `root` (downloaded there only if `download`)."""
-    if name not in _REGISTRY:
-        raise RegistryError(f"unknown dataset {name!r}; choose one of {', '.join(names())}")
-    return _REGISTRY[name](root=root, download=download, **options)
+    return DATASETS[name](root=root, download=download, **options)
 
 
 def _split(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int = 0):

@@ -13,33 +13,23 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from .errors import RegistryError
+from .registry import Registry
 
-__all__ = ["get", "names", "register", "MLP", "ConvNet", "VGG", "CifarResNet"]
+__all__ = ["MODELS", "get", "names", "register", "MLP", "ConvNet", "VGG", "CifarResNet"]
 
-_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
-
-
-def register(name: str):
-    """Decorator adding a model factory ``f(num_classes, input_shape, **options) -> nn.Module``."""
-    def add(factory):
-        _REGISTRY[name] = factory
-        return factory
-    return add
-
-
-def names() -> list[str]:
-    return sorted(_REGISTRY)
+#: name → factory ``f(num_classes, input_shape, **options) -> nn.Module``
+MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
+register = MODELS.register
+names = MODELS.names
 
 
 def get(name: str, num_classes: int = 10, input_shape: Sequence[int] | None = None, *,
         seed: int | None = None, **options) -> nn.Module:
     """A new model `name` for `num_classes` classes and inputs of `input_shape` (default per model)."""
-    if name not in _REGISTRY:
-        raise RegistryError(f"unknown model {name!r}; choose one of {', '.join(names())}")
+    factory = MODELS[name]
     if seed is not None:
         torch.manual_seed(seed)
-    model = _REGISTRY[name](num_classes=num_classes, input_shape=input_shape, **options)
+    model = factory(num_classes=num_classes, input_shape=input_shape, **options)
     init_weights(model)
     return model
 

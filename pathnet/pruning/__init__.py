@@ -10,19 +10,13 @@ from typing import Any, Callable
 
 from torch import nn
 
-from ..errors import RegistryError, check_density
+from ..errors import check_density
+from ..registry import Registry
 from ..mask import Mask
 
 #: name → finder ``f(model, density, *, data, input_shape, seed, **options) -> Mask``
-METHODS: dict[str, Callable[..., Mask]] = {}
-
-
-def register(name: str):
-    """Decorator adding a ticket finder to :data:`METHODS`."""
-    def add(finder):
-        METHODS[name] = finder
-        return finder
-    return add
+METHODS: Registry[Callable[..., Mask]] = Registry("pruning method")
+register = METHODS.register
 
 
 def budget(num_weights: int, density: float) -> int:
@@ -33,10 +27,9 @@ def budget(num_weights: int, density: float) -> int:
 def prune(model: nn.Module, method: str, density: float, *, data: Any = None, input_shape=None, seed: int = 0,
           **options) -> Mask:
     """A ticket of `model` keeping exactly round(density · N) weights, found by `method`."""
-    if method not in METHODS:
-        raise RegistryError(f"unknown pruning method {method!r}; choose one of {', '.join(sorted(METHODS))}")
+    finder = METHODS[method]
     check_density(density)
-    return METHODS[method](model, density, data=data, input_shape=input_shape, seed=seed, **options)
+    return finder(model, density, data=data, input_shape=input_shape, seed=seed, **options)
 
 
 from . import phew  # noqa: E402,F401  (registers its methods)
