@@ -1,6 +1,5 @@
 """to_dag against direct readings of the weight tensors (the oracle) and networkx."""
 
-import itertools
 
 import numpy as np
 import pytest
