@@ -35,6 +35,7 @@ class Walkable(NamedTuple):
     target: np.ndarray  # int64[E]      far unit (local to the far layer)
     cum: np.ndarray  # float64[E]       cumulative L1 along each row
     base: np.ndarray  # int64[E]        first weight entry of the edge's kernel (-1: not prunable)
+    mult: np.ndarray  # int64[E]        multiplicity: kept entries of the kernel (1 for weightless edges)
 
 
 # -- random numbers ---------------------------------------------------------------------------
@@ -289,3 +290,43 @@ def bridges(fw, state_w, allowed, absw, fwd_live, bwd_live, count, uniform, rng)
                                     if chosen[t] == -1:
                                         break
     return chosen[: min(count, n_seen)]
+
+
+# -- path counting --------------------------------------------------------------------------------
+
+
+@njit(cache=True)
+def _logaddexp(a, b):
+    if a == -np.inf:
+        return b
+    if b == -np.inf:
+        return a
+    m = max(a, b)
+    return m + np.log1p(np.exp(-abs(a - b)))
+
+
+@njit(cache=True)
+def log_path_counts(w, start, forward):
+    """Natural log of the number of paths from the start units to every unit, along `w`.
+
+    `start` holds 0.0 at the start units and -inf elsewhere (one path from a start unit to
+    itself). An edge of multiplicity m counts as m parallel edges. Sums are taken in log space
+    (logaddexp), so counts far beyond float64 stay exact to rounding.
+    """
+    logc = start.copy()
+    n_layers = w.lay_off.shape[0] - 1
+    for i in range(n_layers):
+        layer = i if forward else n_layers - 1 - i
+        for p in range(w.lay_ptr[layer], w.lay_ptr[layer + 1]):
+            b = w.lay_blk[p]
+            far_off = w.lay_off[w.blk_far[b]]
+            for u in range(w.lay_off[layer + 1] - w.lay_off[layer]):
+                lu = logc[w.lay_off[layer] + u]
+                if lu == -np.inf:
+                    continue
+                s, e = _row(w, b, u)
+                for edge in range(s, e):
+                    if w.mult[edge] > 0:
+                        v = far_off + w.target[edge]
+                        logc[v] = _logaddexp(logc[v], lu + np.log(float(w.mult[edge])))
+    return logc

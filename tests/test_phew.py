@@ -14,7 +14,8 @@ from torch import nn
 import pathnet as pn
 from pathnet import kernels
 from pathnet.errors import DensityError, GraphError
-from pathnet.pruning.phew import FlatNetwork, phew_mask
+from pathnet.flat import FlatNetwork
+from pathnet.pruning.phew import phew_mask
 
 DENSITIES = [0.5, 0.1, 0.05, 0.01, 0.001]
 SHAPES = {"lenet300": (1, 28, 28), "conv4": (3, 32, 32), "resnet20": (3, 32, 32), "vgg16": (3, 32, 32),
