@@ -9,6 +9,7 @@ __version__ = "0.1.0"
 __all__ = ["Mask", "LayeredDAG", "Layer", "Block", "to_dag", "prunable_weights", "models", "data", "errors",
            "__version__"]
 
+from .metrics import Report, analyze  # noqa: E402
 from .pruning import METHODS, prune  # noqa: E402
 
-__all__ += ["prune", "METHODS"]
+__all__ += ["prune", "METHODS", "analyze", "Report"]

@@ -27,7 +27,7 @@ from torch import nn
 from .errors import GraphError, MaskError, UnsupportedLayerError, WeightError
 from .mask import PRUNABLE_TYPES, Mask, prunable_weights
 
-__all__ = ["Layer", "Block", "SpatialOp", "ConvGeometry", "LayeredDAG", "to_dag"]
+__all__ = ["Layer", "Block", "SpatialOp", "ConvGeometry", "LayeredDAG", "to_dag", "chain_dag"]
 
 
 @dataclass(frozen=True)
@@ -593,4 +593,28 @@ def to_dag(model: nn.Module, input_shape: Iterable[int], mask: Mask | None = Non
             mask = Mask.from_model(model)
         except MaskError:
             return dag
+    return dag.with_mask(mask)
+
+
+def chain_dag(mask: Mask) -> LayeredDAG:
+    """The DAG of a plain chain of Linear layers, read from the mask's shapes alone (|w| = 1).
+
+    Lets path and unit measures run without a model when the masks are an MLP's.
+    """
+    shapes = [tuple(m.shape) for m in mask.values()]
+    names = list(mask)
+    for i, shape in enumerate(shapes):
+        if len(shape) != 2 or (i and shape[1] != shapes[i - 1][0]):
+            raise GraphError(f"without a model, path and unit measures need a chain of Linear masks, but "
+                             f"{names[i]!r} has shape {shape}" + (f" after {shapes[i - 1]}" if i else "")
+                             + "; pass model= and input_shape= (or dag=)")
+    layers = [Layer(0, "input", "input", shapes[0][1], (shapes[0][1],))]
+    blocks, abs_weights = [], {}
+    for i, (name, shape) in enumerate(zip(names, shapes)):
+        layers.append(Layer(i + 1, name.rpartition(".")[0] or name, "linear", shape[0], (shape[0],)))
+        absw = np.ones((shape[0], shape[1], 1), dtype=np.float32)
+        absw.flags.writeable = False
+        abs_weights[name] = absw
+        blocks.append(Block(i, i, i + 1, "linear", name, *_weight_edges(absw, None, 1, shape[1]), shape[1], shape[0]))
+    dag = LayeredDAG(layers, blocks, [len(layers) - 1], abs_weights, dict(zip(names, shapes)))
     return dag.with_mask(mask)
