@@ -11,5 +11,6 @@ __all__ = ["Mask", "LayeredDAG", "Layer", "Block", "to_dag", "prunable_weights",
 
 from .metrics import Report, analyze  # noqa: E402
 from .pruning import METHODS, prune  # noqa: E402
+from .similarity import Comparison, compare  # noqa: E402
 
-__all__ += ["prune", "METHODS", "analyze", "Report"]
+__all__ += ["prune", "METHODS", "analyze", "Report", "compare", "Comparison"]
