@@ -19,14 +19,17 @@ from .mask import Mask
 class FlatNetwork:
     """A LayeredDAG as flat arrays for the walk kernels: both directions plus the weight entries."""
 
-    def __init__(self, dag: LayeredDAG):
+    def __init__(self, dag: LayeredDAG, walks: bool = True):
+        """`walks=False` leaves out what only walks need (weights, cumulative L1, kernel indices)."""
         self.dag = dag
-        full = dag.full_mask()
+        self.walks = walks
         sizes = [int(np.prod(dag.param_shapes[p])) for p in dag.params]
         self.param_offset = dict(zip(dag.params, np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)))
         self.num_weights = int(sum(sizes))
-        self.absw = np.concatenate([dag.abs_weights(p).reshape(-1) for p in dag.params])  # float32
-        self.allowed = np.concatenate([full[p].numpy().reshape(-1) for p in dag.params])
+        if walks:
+            full = dag.full_mask()
+            self.absw = np.concatenate([dag.abs_weights(p).reshape(-1) for p in dag.params])  # float32
+            self.allowed = np.concatenate([full[p].numpy().reshape(-1) for p in dag.params])
         self.lay_off = np.concatenate([[0], np.cumsum([layer.size for layer in dag.layers])]).astype(np.int64)
         self.forward = self._walkable(forward=True)
         self.backward = self._walkable(forward=False)
@@ -46,25 +49,27 @@ class FlatNetwork:
         blk_rows, edge_off, far = [], [], []
         rows = edges = 0
         for b in dag.blocks:
-            src = b.sources()
+            src = b.sources() if self.walks else None
+            base = self._kernel_base(b, src, b.indices) if self.walks else None
             if forward:
                 indptr, target, l1, mult = b.indptr, b.indices, b.l1, b.multiplicity
-                base = self._kernel_base(b, src, b.indices)
             else:  # transpose: rows over destination units
                 ids = sp.csr_matrix((np.arange(1, b.num_edges + 1), b.indices, b.indptr), shape=(b.n_src, b.n_dst))
                 csc = ids.tocsc()
                 csc.sort_indices()
                 order = csc.data - 1
                 indptr, target = csc.indptr.astype(np.int64), csc.indices.astype(np.int64)
-                l1, mult, base = b.l1[order], b.multiplicity[order], self._kernel_base(b, src, b.indices)[order]
+                l1, mult = b.l1[order], b.multiplicity[order]
+                base = base[order] if self.walks else None
             blk_rows.append(rows)
             edge_off.append(edges)
             far.append(b.dst if forward else b.src)
             indptrs.append(indptr)
             targets.append(target)
-            bases.append(base)
             mults.append(mult)
-            cums.append(_row_cumsum(l1, indptr))
+            if self.walks:
+                bases.append(base)
+                cums.append(_row_cumsum(l1, indptr))
             rows += len(indptr)
             edges += len(target)
         lay_blocks = dag.out_blocks if forward else dag.in_blocks

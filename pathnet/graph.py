@@ -25,7 +25,7 @@ import torch.fx
 from torch import nn
 
 from .errors import GraphError, MaskError, UnsupportedLayerError, WeightError
-from .mask import PRUNABLE_TYPES, Mask, prunable_weights
+from .mask import PRUNABLE_TYPES, Mask, count, prunable_weights
 
 __all__ = ["Layer", "Block", "SpatialOp", "ConvGeometry", "LayeredDAG", "to_dag", "chain_dag"]
 
@@ -213,7 +213,7 @@ class LayeredDAG:
         for layer in self.layers:
             blocks = [self.blocks[i] for i in self.in_blocks[layer.index]]
             params = [b.param for b in blocks if b.prunable]
-            kept = sum(int(full[p].sum()) for p in params)
+            kept = sum(count(full[p]) for p in params)
             total = sum(full[p].numel() for p in params)
             rows.append((str(layer.index), layer.name, layer.kind, str(layer.size), "×".join(map(str, layer.shape)),
                          str(sum(b.num_edges for b in blocks)), f"{kept:,}/{total:,}" if params else "-"))
@@ -245,17 +245,21 @@ def _weight_edges(absw: np.ndarray, keep: np.ndarray | None, groups: int, n_src:
     if keep is None:
         mult = np.full((out_ch, in_g), k, dtype=np.int64)
         l1 = absw.sum(axis=2, dtype=np.float64)
+    elif k == 1:  # 1×1 convs and Linear layers: no kernel to sum over
+        keep = keep.reshape(out_ch, in_g)
+        mult, l1 = keep, absw.reshape(out_ch, in_g)
     else:
         keep = keep.reshape(out_ch, in_g, k)
-        mult = keep.sum(axis=2, dtype=np.int64)
-        l1 = np.where(keep, absw, 0).sum(axis=2, dtype=np.float64)
+        mult = keep.view(np.uint8).sum(axis=2, dtype=np.uint8 if k < 256 else np.int64)
+        l1 = (absw * keep).sum(axis=2, dtype=np.float64)
     if groups == 1:
         src, dst = np.nonzero(mult.T)  # row-major over (in, out): already sorted by source
-        return (*_csr(src, dst, n_src), mult.T[src, dst], l1.T[src, dst])
+        return (*_csr(src, dst, n_src), mult.T[src, dst].astype(np.int64), l1.T[src, dst].astype(np.float64))
     o, j = np.nonzero(mult)
     src = (o // (out_ch // groups)) * in_g + j
     order = np.lexsort((o, src))
-    return (*_csr(src[order], o[order], n_src), mult[o, j][order], l1[o, j][order])
+    return (*_csr(src[order], o[order], n_src), mult[o, j][order].astype(np.int64),
+            l1[o, j][order].astype(np.float64))
 
 
 def _unit_map_edges(src: np.ndarray, dst: np.ndarray, n_src: int, mult: int = 1):

@@ -41,6 +41,11 @@ def prunable_weights(model: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
+def count(mask: torch.Tensor) -> int:
+    """Number of True entries of a bool tensor (numpy's popcount: much faster than torch's bool sum)."""
+    return int(np.count_nonzero(mask.numpy()))
+
+
 def _as_bool(name: str, value: Any) -> torch.Tensor:
     """Convert one mask entry to a contiguous CPU bool tensor, rejecting non-binary values."""
     if isinstance(value, np.ndarray):
@@ -200,7 +205,7 @@ class Mask(Mapping[str, torch.Tensor]):
     # -- counts -----------------------------------------------------------------------------
     @property
     def num_kept(self) -> int:
-        return int(sum(int(m.sum()) for m in self._masks.values()))
+        return sum(count(m) for m in self._masks.values())
 
     @property
     def num_total(self) -> int:
@@ -212,7 +217,7 @@ class Mask(Mapping[str, torch.Tensor]):
         return self.num_kept / self.num_total
 
     def layer_densities(self) -> dict[str, float]:
-        return {k: float(m.sum()) / m.numel() for k, m in self._masks.items()}
+        return {k: count(m) / m.numel() for k, m in self._masks.items()}
 
     def numpy(self) -> dict[str, np.ndarray]:
         return {k: m.numpy() for k, m in self._masks.items()}

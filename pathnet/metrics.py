@@ -23,9 +23,9 @@ from . import kernels
 from .errors import GraphError
 from .flat import FlatNetwork
 from .graph import Block, LayeredDAG, chain_dag, to_dag
-from .mask import Mask
+from .mask import Mask, count
 
-__all__ = ["analyze", "Report", "LayerRow", "network_for"]
+__all__ = ["analyze", "Report", "LayerRow", "network_for", "log10_paths"]
 
 _LN10 = math.log(10.0)
 
@@ -79,7 +79,7 @@ class Report:
         self.dag = dag
         self.level = level
         self.mask = dag.full_mask()
-        flat = FlatNetwork(dag)
+        flat = FlatNetwork(dag, walks=False)
         n_units = int(flat.lay_off[-1])
         start = np.full(n_units, -np.inf)
         start[: dag.layers[0].size] = 0.0
@@ -167,8 +167,8 @@ class Report:
             param = next((dag.blocks[i].param for i in dag.in_blocks[layer.index] if dag.blocks[i].prunable), None)
             m = self.mask[param] if param else None
             weights = m.numel() if param else 0
-            kept = int(m.sum()) if param else 0
-            eff = int(self.effective_mask[param].sum()) if param else 0
+            kept = count(m) if param else 0
+            eff = count(self.effective_mask[param]) if param else 0
             gap = delta = None
             if spectral and param:
                 block = next(dag.blocks[i] for i in dag.in_blocks[layer.index] if dag.blocks[i].prunable)
@@ -228,6 +228,16 @@ class Report:
     def __repr__(self) -> str:
         return (f"Report(log10_paths={self.log10_paths:.3f}, density={self.density:.4f}, "
                 f"effective_density={self.effective_density:.4f}, bottleneck_width={self.bottleneck_width})")
+
+
+def log10_paths(dag: LayeredDAG) -> float:
+    """log10 of the number of input→output paths of a (masked) DAG at the unit level: the forward
+    half of :class:`Report`, for when only the count is needed."""
+    flat = FlatNetwork(dag, walks=False)
+    start = np.full(int(flat.lay_off[-1]), -np.inf)
+    start[: dag.layers[0].size] = 0.0
+    logs = kernels.log_path_counts(flat.forward, start, True)
+    return _logsumexp(np.concatenate([logs[flat.lay_off[i]:flat.lay_off[i + 1]] for i in dag.output_layers])) / _LN10
 
 
 def analyze(mask: Mask, model: nn.Module | None = None, input_shape: Sequence[int] | None = None, *,

@@ -19,8 +19,8 @@ from scipy.stats import wasserstein_distance
 from torch import nn
 
 from .graph import LayeredDAG
-from .mask import Mask
-from .metrics import Report, _finite, network_for
+from .mask import Mask, count
+from .metrics import Report, _finite, log10_paths, network_for
 
 __all__ = ["compare", "Comparison", "LayerSimilarity", "overlap_measures", "random_like"]
 
@@ -125,7 +125,7 @@ def random_like(mask: Mask, seed: int = 0) -> Mask:
     out = {}
     for k, m in mask.items():
         flat = torch.zeros(m.numel(), dtype=torch.bool)
-        flat[torch.randperm(m.numel(), generator=g)[: int(m.sum())]] = True
+        flat[torch.randperm(m.numel(), generator=g)[: count(m)]] = True
         out[k] = flat.reshape(m.shape)
     return Mask(out, {"method": "random_like", "seed": seed})
 
@@ -160,7 +160,8 @@ def compare(mask_a: Mask, mask_b: Mask, model: nn.Module | None = None, input_sh
 
 
 def _parts(a: Mask, b: Mask) -> list[tuple[int, int, int, int]]:
-    return [(m.numel(), int(m.sum()), int(b[k].sum()), int((m & b[k]).sum())) for k, m in a.items()]
+    return [(m.numel(), count(m), count(b[k]), int(np.count_nonzero(np.logical_and(m.numpy(), b[k].numpy()))))
+            for k, m in a.items()]
 
 
 def _compare(a: Mask, b: Mask, dag: LayeredDAG | None) -> Comparison:
@@ -173,8 +174,7 @@ def _compare(a: Mask, b: Mask, dag: LayeredDAG | None) -> Comparison:
         rep_a, rep_b = Report(dag.with_mask(a)), Report(dag.with_mask(b))
         eff_parts = _parts(rep_a.effective_mask, rep_b.effective_mask)
         out.effective = _measures(eff_parts)
-        log_and = Report(dag.with_mask(a & b)).log10_paths
-        log_or = Report(dag.with_mask(a | b)).log10_paths
+        log_and, log_or = log10_paths(dag.with_mask(a & b)), log10_paths(dag.with_mask(a | b))
         out.path_jaccard = _ratio(log_and, log_or)
         out.path_retained_a = _ratio(log_and, rep_a.log10_paths)
         out.path_retained_b = _ratio(log_and, rep_b.log10_paths)
