@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
@@ -21,16 +20,8 @@ import torch  # noqa: E402
 import torchvision  # noqa: E402
 
 import pathnet as pn  # noqa: E402
+from benchtools import best_of  # noqa: E402
 from pathnet.similarity import random_like  # noqa: E402
-
-
-def best_of(fn, repeat):
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t)
-    return min(times), out
 
 
 def bernoulli_mask(model, density, seed):

@@ -23,18 +23,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import pathnet as pn  # noqa: E402
+from benchtools import best_of  # noqa: E402
 from pathnet.pruning.phew import phew_mask  # noqa: E402
 
 REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "phew_reference.json"
-
-
-def best_of(fn, repeat):
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t)
-    return min(times), out
 
 
 def magnitude_topk(model, density):
