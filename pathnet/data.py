@@ -174,3 +174,45 @@ def _torchvision(name: str, root, download: bool, augment: bool = True) -> Datas
 
 for _name in _TORCHVISION:
     register(_name)(functools.partial(_torchvision, _name))
+
+
+def sample_batches(data, samples: int | None = None, *, per_class: int | None = None, batch_size: int = 256,
+                   seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """A seeded sample of labelled examples as (x, y) batches, for data-dependent scores.
+
+    `data`: a registered dataset name, a :class:`Dataset` (its train split), a torch dataset, a
+    DataLoader or an (x, y) pair of tensors. `per_class` draws that many examples of every class
+    (GraSP's class-balanced batch); otherwise `samples` examples (all if None) in seeded order.
+    """
+    if isinstance(data, str):
+        data = get(data)
+    if isinstance(data, Dataset):
+        data = data.train
+    if isinstance(data, DataLoader):
+        xs, ys = zip(*[(x, y) for x, y in data])
+        data = (torch.cat(xs), torch.cat(ys))
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
+        x_all, y = data
+        load = x_all.__getitem__
+    elif isinstance(data, TensorDataset):
+        x_all, y = data.tensors[:2]
+        load = x_all.__getitem__
+    elif isinstance(data, TorchDataset):  # e.g. torchvision: read labels, then only the examples drawn
+        targets = getattr(data, "targets", None)
+        y = torch.as_tensor(targets if targets is not None else [int(data[i][1]) for i in range(len(data))])
+        load = lambda idx: torch.stack([data[int(i)][0] for i in idx])  # noqa: E731
+    else:
+        raise DataError(f"cannot read labelled examples from a {type(data).__name__}; pass a dataset name, a "
+                        "pathnet/torch Dataset, a DataLoader or an (x, y) pair of tensors")
+    if len(y) == 0:
+        raise DataError("the data holds no examples")
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
+    if per_class is not None:
+        picked = torch.cat([order[y[order] == c][:per_class] for c in torch.unique(y)])
+        short = [int(c) for c in torch.unique(y) if int((y[picked] == c).sum()) < per_class]
+        if short:
+            raise DataError(f"classes {short} have fewer than {per_class} examples; lower per_class")
+        order = picked
+    elif samples is not None:
+        order = order[:samples]
+    return [(load(order[i:i + batch_size]), y[order[i:i + batch_size]]) for i in range(0, len(order), batch_size)]

@@ -21,6 +21,7 @@ from torch import nn
 from .graph import LayeredDAG
 from .mask import Mask, count
 from .metrics import Report, _finite, log10_paths, network_for
+from .pruning.threshold import layer_counts_mask
 
 __all__ = ["compare", "Comparison", "LayerSimilarity", "overlap_measures", "random_like"]
 
@@ -121,13 +122,8 @@ class Comparison:
 
 def random_like(mask: Mask, seed: int = 0) -> Mask:
     """A random mask with exactly the per-layer kept counts of `mask` (positions uniform, seeded)."""
-    g = torch.Generator().manual_seed(seed)
-    out = {}
-    for k, m in mask.items():
-        flat = torch.zeros(m.numel(), dtype=torch.bool)
-        flat[torch.randperm(m.numel(), generator=g)[: count(m)]] = True
-        out[k] = flat.reshape(m.shape)
-    return Mask(out, {"method": "random_like", "seed": seed})
+    return layer_counts_mask({k: count(m) for k, m in mask.items()}, {k: tuple(m.shape) for k, m in mask.items()},
+                             seed, {"method": "random_like", "seed": seed})
 
 
 def _has_topology(mask: Mask, model, dag) -> bool:

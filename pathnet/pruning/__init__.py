@@ -32,4 +32,6 @@ def prune(model: nn.Module, method: str, density: float, *, data: Any = None, in
     return finder(model, density, data=data, input_shape=input_shape, seed=seed, **options)
 
 
-from . import phew  # noqa: E402,F401  (registers its methods)
+from . import phew, random, saliency  # noqa: E402,F401  (they register their methods)
+from .random import shuffle_global, shuffle_layerwise  # noqa: E402,F401
+from .threshold import keep_top, schedule  # noqa: E402,F401
