@@ -36,7 +36,7 @@ def main():
     shape = data.input_shape
     run = lambda method, d: pn.prune(model, method, d, data=data, input_shape=shape, seed=0)  # noqa: E731
     run("phew", 0.01)  # JIT warm-up
-    base, _ = best_of(lambda: run("magnitude", args.density), 1)
+    base, _ = best_of(lambda: run("magnitude", args.density), 3)
     print(f"{args.model} at density {args.density}, one thread\n\n{'method':20} {'seconds':>8} {'× magnitude':>12}")
     for method in METHODS:
         t, mask = best_of(lambda: run(method, args.density), 1)

@@ -12,5 +12,6 @@ __all__ = ["Mask", "LayeredDAG", "Layer", "Block", "to_dag", "prunable_weights",
 from .metrics import Report, analyze  # noqa: E402
 from .pruning import METHODS, prune  # noqa: E402
 from .similarity import Comparison, compare  # noqa: E402
+from .training import imp, instability, train  # noqa: E402
 
-__all__ += ["prune", "METHODS", "analyze", "Report", "compare", "Comparison"]
+__all__ += ["prune", "METHODS", "analyze", "Report", "compare", "Comparison", "train", "imp", "instability"]

@@ -33,6 +33,14 @@ class DataError(PathnetError, ValueError):
     """A dataset that cannot be loaded: unknown name, missing root directory."""
 
 
+class HparamError(PathnetError, ValueError):
+    """A hyperparameter that cannot be used as given (unknown name, bad value, unreadable step)."""
+
+
+class RunError(PathnetError, ValueError):
+    """A run directory that cannot be resumed as asked (it holds another run)."""
+
+
 class RegistryError(PathnetError, ValueError):
     """An unknown name asked of a registry (models, datasets, methods)."""
 

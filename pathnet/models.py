@@ -31,6 +31,7 @@ def get(name: str, num_classes: int = 10, input_shape: Sequence[int] | None = No
         torch.manual_seed(seed)
     model = factory(num_classes=num_classes, input_shape=input_shape, **options)
     init_weights(model)
+    model.pathnet_name = name  # lets training pick the model's default recipe
     return model
 
 

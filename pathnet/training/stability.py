@@ -1,0 +1,113 @@
+"""`instability`: linear mode connectivity of a ticket (Frankle et al. 2020).
+
+Two copies start from the same rewound state and train with different data order (and dropout)
+noise; the error is measured at evenly spaced points on the line between the two trained
+networks (mask applied; BN statistics recomputed on a few training batches at each point). The
+barrier is the largest error on the path minus the mean of the two endpoint errors; a ticket is
+*stable* when it is below 2%.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..mask import Mask
+from .loop import TrainResult, as_dataset, batches, evaluate, resolve_device, train
+
+__all__ = ["instability", "Instability", "interpolate"]
+
+STABLE_BELOW = 0.02
+
+
+@dataclass
+class Instability:
+    alphas: list[float]
+    test_error: list[float]
+    train_error: list[float]
+    barrier: float  # on the test set
+    train_barrier: float
+    endpoints: tuple[TrainResult, TrainResult]
+
+    @property
+    def stable(self) -> bool:
+        return self.barrier < STABLE_BELOW
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"alphas": self.alphas, "test_error": self.test_error, "train_error": self.train_error,
+                "barrier": self.barrier, "train_barrier": self.train_barrier, "stable": self.stable,
+                "endpoint_accuracy": [e.test_accuracy for e in self.endpoints]}
+
+
+def interpolate(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], alpha: float) -> dict[str, torch.Tensor]:
+    """(1 − α)·a + α·b for floating-point entries; integer buffers (BN counters) from a."""
+    return {k: (1 - alpha) * v + alpha * b[k] if v.is_floating_point() else v.clone() for k, v in a.items()}
+
+
+def _has_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def _recompute_bn(model: nn.Module, dataset, device, n_batches: int, batch_size: int) -> None:
+    """Reset BN running statistics and average them over the first `n_batches` training batches."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    model.train()
+    with torch.no_grad():
+        for i, (x, _) in enumerate(batches(dataset, batch_size)):
+            if i >= n_batches:
+                break
+            model(x.to(device))
+    for m, momentum in zip(bns, saved):
+        m.momentum = momentum
+
+
+def instability(model: nn.Module, mask: Mask | None, data: Any = "digits", *, rewind_state: dict | None = None,
+                seeds: Sequence[int] = (0, 1), alphas: int = 30, start_step: int | str = 0, bn_batches: int = 4,
+                train_subset: int = 1000, device: str = "auto", **train_kwargs) -> Instability:
+    """Train two copies from `rewind_state` (default: the model's current state) with data-order seeds
+    `seeds`, then measure the error along the line between them."""
+    ds = as_dataset(data)
+    dev = resolve_device(device)
+    start = {k: v.detach().clone() for k, v in (rewind_state or model.state_dict()).items()}
+    ends = []
+    for seed in seeds:
+        copy_ = copy.deepcopy(model)
+        copy_.load_state_dict(start)
+        ends.append(train(copy_, mask, ds, seed=seed, start_step=start_step, device=device, **train_kwargs))
+    probe = copy.deepcopy(model).to(dev)
+    train_part = torch.utils.data.Subset(ds.train, range(min(train_subset, len(ds.train))))
+    train_part = _as_tensors(train_part)
+    grid = np.linspace(0.0, 1.0, alphas).tolist()
+    test_err, train_err = [], []
+    bn = _has_batchnorm(probe)
+    for alpha in grid:
+        probe.load_state_dict(interpolate(ends[0].state_dict, ends[1].state_dict, alpha))
+        if mask is not None:
+            mask.apply(probe)
+        if bn:
+            _recompute_bn(probe, ds.train, dev, bn_batches, train_kwargs.get("batch_size", 128))
+        test_err.append(1 - evaluate(probe, ds.test, dev)[1])
+        train_err.append(1 - evaluate(probe, train_part, dev)[1])
+
+    def barrier(err):
+        return float(max(err) - (err[0] + err[-1]) / 2)
+
+    return Instability(grid, test_err, train_err, barrier(test_err), barrier(train_err), tuple(ends))
+
+
+def _as_tensors(subset) -> torch.utils.data.Dataset:
+    """A Subset of a TensorDataset as a TensorDataset (so evaluation slices instead of collating)."""
+    base = subset.dataset
+    if isinstance(base, torch.utils.data.TensorDataset):
+        idx = torch.as_tensor(list(subset.indices))
+        return torch.utils.data.TensorDataset(*(t[idx] for t in base.tensors))
+    return subset
