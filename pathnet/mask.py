@@ -24,6 +24,7 @@ from .errors import MaskError
 
 PRUNABLE_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _META_KEY = "pathnet"
+_ORDER_KEY = "pathnet_order"
 
 
 def prunable_weights(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -152,8 +153,10 @@ class Mask(Mapping[str, torch.Tensor]):
 
         try:
             with safe_open(str(path), framework="pt") as f:
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
-                meta = (f.metadata() or {}).get(_META_KEY)
+                header = f.metadata() or {}
+                order = json.loads(header.get(_ORDER_KEY, "[]")) or list(f.keys())  # safetensors sorts keys
+                tensors = {k: f.get_tensor(k) for k in order}
+                meta = header.get(_META_KEY)
         except Exception as e:  # safetensors raises its own error types for corrupt files
             raise MaskError(f"{path} is not a readable safetensors file ({e}); "
                             "masks in torch format need a .pt or .pth suffix") from None
@@ -173,7 +176,8 @@ class Mask(Mapping[str, torch.Tensor]):
             else:
                 from safetensors.torch import save_file
 
-                save_file(self._masks, tmp, metadata={_META_KEY: json.dumps(dict(self._meta))})
+                save_file(self._masks, tmp, metadata={_META_KEY: json.dumps(dict(self._meta)),
+                                                      _ORDER_KEY: json.dumps(list(self._masks))})
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):
@@ -227,11 +231,10 @@ class Mask(Mapping[str, torch.Tensor]):
         """Raise MaskError naming the first name or shape on which two masks differ."""
         if not isinstance(other, Mask):
             raise MaskError(f"expected a Mask, got {type(other).__name__}")
-        if list(self._masks) != list(other._masks):
+        if self._masks.keys() != other._masks.keys():
             only_a = [k for k in self._masks if k not in other._masks]
             only_b = [k for k in other._masks if k not in self._masks]
-            first = f"{only_a[0]!r} only in the first" if only_a else (
-                f"{only_b[0]!r} only in the second" if only_b else "the same names in another order")
+            first = f"{only_a[0]!r} only in the first" if only_a else f"{only_b[0]!r} only in the second"
             raise MaskError(f"masks cover different weights ({first}); they must come from the same architecture")
         for k, m in self._masks.items():
             if m.shape != other._masks[k].shape:
@@ -257,7 +260,7 @@ class Mask(Mapping[str, torch.Tensor]):
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Mask):
             return NotImplemented
-        return list(self._masks) == list(other._masks) and all(
+        return self._masks.keys() == other._masks.keys() and all(
             m.shape == other._masks[k].shape and torch.equal(m, other._masks[k]) for k, m in self._masks.items())
 
     __hash__ = None  # equality is by value over tensors

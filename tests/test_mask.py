@@ -171,3 +171,11 @@ def test_complete_fills_missing_layers_dense():
     full = part.complete(net)
     assert list(full) == ["0.weight", "3.weight", "5.weight"]
     assert full.num_kept == 4 * 2 * 9 + 15 and json.dumps(dict(full.meta)) == "{}"
+
+
+def test_saved_masks_keep_their_order_and_compare_by_name(tmp_path):
+    m = pn.Mask({"features.0.weight": torch.ones(2), "classifier.1.weight": torch.zeros(3)})
+    back = pn.Mask.load(m.save(tmp_path / "m.safetensors"))
+    assert list(back) == ["features.0.weight", "classifier.1.weight"]  # safetensors alone would sort them
+    reordered = pn.Mask({"classifier.1.weight": torch.zeros(3), "features.0.weight": torch.ones(2)})
+    assert reordered == m and (reordered & m).num_kept == 2
