@@ -248,8 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compare", help="similarity of two masks", description="Weight, unit and path similarity "
                        "of two masks of the same network (path measures need --model unless the masks are an MLP's).")
-    p.add_argument("mask_a")
-    p.add_argument("mask_b")
+    p.add_argument("mask_a", help="first mask file (the one random baselines imitate)")
+    p.add_argument("mask_b", help="second mask file")
     _common(p, model_required=False)
     p.add_argument("--baseline", type=int, default=0, help="also compare K random masks with A's layer counts")
     _outputs(p)

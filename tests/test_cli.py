@@ -1,16 +1,98 @@
+"""Every pathnet subcommand end to end in a temporary folder, at tiny sizes, and its bad arguments."""
+
+import json
 import subprocess
 import sys
 
+import pytest
+
+import pathnet as pn
 import pathnet.cli as cli
 
 
-def test_demo_prints_the_dag(capsys):
-    assert cli.main(["demo", "--data", "digits", "--model", "lenet300"]) == 0
+def run(*argv):
+    return cli.main([str(a) for a in argv])
+
+
+def test_prune_analyze_compare(tmp_path, capsys):
+    a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    assert run("prune", "phew", 0.1, "--model", "lenet300", "--data", "digits", "--out", a) == 0
+    assert run("prune", "snip", 0.1, "--model", "lenet300", "--data", "digits", "--out", b,
+               "--option", "samples=64") == 0
+    mask = pn.Mask.load(a)
+    assert mask.meta["method"] == "phew" and mask.num_kept == round(0.1 * mask.num_total)
+    assert pn.Mask.load(b).meta["samples"] == 64
+    capsys.readouterr()
+    assert run("analyze", a, "--model", "lenet300", "--data", "digits", "--json", tmp_path / "r.json",
+               "--csv", tmp_path / "r.csv") == 0
     out = capsys.readouterr().out
-    assert "Dataset('digits'" in out and "19,200/19,200" in out  # 64→300 weights, all kept
+    assert "log10 paths (unit)" in out
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["effective_density"] == pytest.approx(0.1, abs=1e-4)
+    assert (tmp_path / "r.csv").read_text().startswith("index,name,kind")
+    assert run("compare", a, b, "--model", "lenet300", "--data", "digits", "--baseline", 2, "--json",
+               tmp_path / "c.json") == 0
+    cmp = json.loads((tmp_path / "c.json").read_text())
+    assert 0 < cmp["jaccard"] < 1 and cmp["baseline"]["jaccard"]["samples"] == 2 and cmp["path_jaccard"] is not None
 
 
-def test_bad_arguments_give_one_line_and_exit_2():
-    proc = subprocess.run([sys.executable, "-m", "pathnet", "demo", "--data", "nope"], capture_output=True, text=True)
-    assert proc.returncode == 2
-    assert proc.stderr.strip().count("\n") == 0 and "unknown dataset 'nope'" in proc.stderr
+def test_train_imp_instability(tmp_path, capsys):
+    mask = tmp_path / "m.safetensors"
+    run("prune", "random", 0.3, "--model", "lenet300", "--data", "digits", "--out", mask)
+    assert run("train", "--model", "lenet300", "--data", "digits", "--mask", mask, "--epochs", 1, "--run-dir",
+               tmp_path / "t", "--json", tmp_path / "t.json") == 0
+    assert "final test accuracy" in capsys.readouterr().out
+    assert json.loads((tmp_path / "t.json").read_text())["hparams"]["duration"] == "1ep"
+    assert (tmp_path / "t" / "checkpoint.pt").is_file()
+    assert run("imp", "--model", "lenet300", "--data", "digits", "--levels", 2, "--epochs", 1, "--rewind", "2it",
+               "--run-dir", tmp_path / "imp") == 0
+    assert "level  2  density 0.6400" in capsys.readouterr().out
+    assert run("instability", "--model", "lenet300", "--data", "digits", "--mask", mask, "--alphas", 3, "--epochs",
+               1, "--rewind-state", tmp_path / "imp" / "rewind.pt", "--start-step", "2it") == 0
+    assert "barrier" in capsys.readouterr().out
+
+
+def test_sweep_command(tmp_path, capsys):
+    grid = tmp_path / "grid.toml"
+    grid.write_text('[grid]\nmodel = "lenet300"\ndataset = "digits"\nmethod = ["random", "magnitude"]\n'
+                    'density = 0.2\nepochs = 1\n')
+    assert run("sweep", grid, "--run-dir", tmp_path / "s") == 0
+    assert (tmp_path / "s" / "results.csv").read_text().count("\n") == 3
+
+
+def test_demo_writes_table_and_summary(tmp_path, capsys):
+    from pathnet.demo import run_demo, table
+
+    rows = run_demo(tmp_path / "demo", epochs=1, networks=(("lenet300", "digits", 1),), methods=("phew", "random"),
+                    progress=False)
+    text = table(rows)
+    assert "phew" in text and "χ-Jaccard" in text
+    assert (tmp_path / "demo" / "demo.png").stat().st_size > 10_000
+    assert (tmp_path / "demo" / "demo.csv").read_text().splitlines()[0].startswith("network,method,test_accuracy")
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["demo", "--density", "x"], "invalid float value"),
+    (["prune", "phew", "0.1"], "--model"),
+    (["prune", "phew", "2", "--model", "lenet300"], "density must be in (0, 1]"),
+    (["prune", "nope", "0.1", "--model", "lenet300"], "unknown pruning method 'nope'"),
+    (["analyze", "missing.safetensors", "--model", "lenet300"], "no mask file"),
+    (["train", "--model", "vgg17"], "unknown model 'vgg17'"),
+    (["train", "--model", "lenet300", "--data", "cifar10"], "pass root="),
+    (["sweep", "nowhere.toml"], "no grid file"),
+    (["frobnicate"], "invalid choice"),
+])
+def test_bad_arguments_give_one_line_and_exit_2(argv, words, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "pathnet", *argv], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and words in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_every_subcommand_has_help():
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    assert set(sub.choices) == {"demo", "prune", "analyze", "compare", "train", "imp", "instability", "sweep",
+                                "figures"}
+    for name, p in sub.choices.items():
+        assert p.description and all(a.help for a in p._actions if a.dest != "help"), name

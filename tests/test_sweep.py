@@ -1,0 +1,92 @@
+"""Sweeps: grid parsing, a killed sweep finishing only its missing cells, and a real local Ray run."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from pathnet.errors import HparamError, RegistryError
+from pathnet.sweep import grid_cells, load_grid, run_sweep
+
+GRID = textwrap.dedent("""
+    [grid]
+    model = "lenet300"
+    dataset = "digits"
+    method = ["phew", "random", "magnitude"]
+    density = [0.2, 0.05]
+    seed = 0
+    epochs = 1
+
+    [options.phew]
+    bias = "uniform"
+
+    [train]
+    batch_size = 128
+""")
+
+SCALARS = ("model", "dataset", "method", "density", "seed", "kept", "test_accuracy", "log10_paths",
+           "effective_density", "bottleneck_width")
+
+
+@pytest.fixture
+def grid_file(tmp_path):
+    path = tmp_path / "grid.toml"
+    path.write_text(GRID)
+    return path
+
+
+def test_grid_parsing(grid_file):
+    cells, train = load_grid(grid_file)
+    assert len(cells) == 6 and train == {"batch_size": 128}
+    assert {c.method for c in cells} == {"phew", "random", "magnitude"}
+    assert next(c for c in cells if c.method == "phew").options == {"bias": "uniform"}
+    assert len({c.key() for c in cells}) == 6
+    with pytest.raises(RegistryError, match="unknown pruning method 'phw'"):
+        grid_cells({"model": "lenet300", "dataset": "digits", "method": "phw", "density": 0.1})
+    with pytest.raises(HparamError, match="unknown grid axes"):
+        grid_cells({"model": "lenet300", "dataset": "digits", "method": "phew", "density": 0.1, "lr": 1})
+    with pytest.raises(HparamError, match="needs"):
+        grid_cells({"model": "lenet300"})
+
+
+def table(rows):
+    return [tuple(r[k] for k in SCALARS) for r in rows]
+
+
+def test_killed_sweep_reruns_only_missing_cells(tmp_path, grid_file):
+    run_dir = tmp_path / "run"
+    code = (f"import torch; torch.set_num_threads(1)\nfrom pathnet.sweep import load_grid, run_sweep\n"
+            f"cells, train = load_grid({str(grid_file)!r})\nrun_sweep(cells, {str(run_dir)!r}, train_overrides=train)")
+    proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+    cells_dir = run_dir / "cells"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(cells_dir.glob("*.json"))) < 2:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = {p.name: p.stat().st_mtime_ns for p in cells_dir.glob("*.json")}
+    assert 2 <= len(done_before) < 6
+    cells, train = load_grid(grid_file)
+    rows = run_sweep(cells, run_dir, train_overrides=train)
+    after = {p.name: p.stat().st_mtime_ns for p in cells_dir.glob("*.json")}
+    assert len(after) == 6 and all(after[name] == t for name, t in done_before.items())  # finished cells untouched
+    fresh = run_sweep(cells, tmp_path / "fresh", train_overrides=train)
+    assert table(rows) == table(fresh)
+    assert len((run_dir / "results.csv").read_text().splitlines()) == 7
+    assert len(list((run_dir / "masks").glob("*.safetensors"))) == 6
+
+
+def test_ray_backend_matches_local(tmp_path, grid_file):
+    ray = pytest.importorskip("ray")
+    cells, train = load_grid(grid_file)
+    cells = cells[:2]
+    try:
+        on_ray = run_sweep(cells, tmp_path / "ray", backend="ray", train_overrides=train)
+    finally:
+        ray.shutdown()
+    local = run_sweep(cells, tmp_path / "local", train_overrides=train)
+    assert table(on_ray) == table(local)
