@@ -1,0 +1,127 @@
+"""Shared by the figure scripts: arguments, the shared density sweep, IMP runs, aggregation, output.
+
+Every script writes figures/<name>.png and figures/<name>.csv (atomically) and takes --quick
+(tiny, seconds: for tests), --data-root (CIFAR-10 from disk instead of offline data), --out and
+--runs (where finished work is kept, so an interrupted full run resumes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+import pathnet as pn  # noqa: E402
+from pathnet.training.loop import atomic_write  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+COLORS = {"phew": "C0", "synflow": "C1", "snip": "C2", "grasp": "C3", "magnitude": "C4", "random": "C5", "erk": "C6",
+          "smart_ratio": "C8", "imp": "k"}
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What the figures run on: offline data by default, CIFAR-10 with --data-root."""
+
+    model: str
+    dataset: str
+    epochs: int
+    densities: tuple[float, ...]
+    seeds: tuple[int, ...]
+    methods: tuple[str, ...]
+    imp_epochs: int
+    data_root: str | None
+    quick: bool
+    runs: Path
+    out: Path
+
+
+def parse(description: str) -> Setup:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--quick", action="store_true", help="a tiny version in seconds (for tests)")
+    p.add_argument("--data-root", help="run on CIFAR-10 (ResNet-20) from this folder instead of offline data")
+    p.add_argument("--out", default=str(ROOT / "figures"), help="where the PNG and CSV go (default: figures/)")
+    p.add_argument("--runs", default=str(ROOT / "runs" / "figures"), help="where finished work is kept")
+    a = p.parse_args()
+    torch.set_num_threads(1)
+    methods = ("phew", "synflow", "snip", "grasp", "magnitude", "random", "erk")
+    runs = Path(a.runs) / ("quick" if a.quick else "full")
+    if a.quick:
+        return Setup("lenet300", "digits", 1, (0.1, 0.03), (0,), ("phew", "random"), 1, None, True, runs, Path(a.out))
+    if a.data_root:
+        return Setup("resnet20", "cifar10", 160, (0.1, 0.05, 0.02, 0.01, 0.005), (0, 1, 2), methods, 160, a.data_root,
+                     False, runs / "cifar10", Path(a.out))
+    return Setup("lenet300", "mnist5k", 5, (0.1, 0.05, 0.02, 0.01, 0.005), (0, 1, 2), methods, 5, None, False, runs,
+                 Path(a.out))
+
+
+def density_sweep(s: Setup) -> list[dict]:
+    """prune → analyze → train for every (method, density, seed): shared by several figures, resumable."""
+    from pathnet.sweep import grid_cells, run_sweep
+
+    cells = grid_cells({"model": s.model, "dataset": s.dataset, "method": list(s.methods),
+                        "density": list(s.densities), "seed": list(s.seeds), "epochs": s.epochs})
+    return run_sweep(cells, s.runs / "density_sweep", data_root=s.data_root)
+
+
+def imp_runs(s: Setup, levels: int | None = None) -> list:
+    """One IMP run (20% per level, rewinding to 0) per seed down to the sparsest density, resumable."""
+    levels = levels or int(np.ceil(np.log(min(s.densities)) / np.log(0.8)))
+    ds = pn.data.get(s.dataset, root=s.data_root)
+    out = []
+    for seed in s.seeds:
+        model = pn.models.get(s.model, num_classes=ds.num_classes, input_shape=ds.input_shape, seed=seed)
+        out.append(pn.imp(model, ds, levels=levels, seed=seed, epochs=s.imp_epochs, run_dir=s.runs / f"imp_s{seed}",
+                          progress=False))
+    return out
+
+
+def mean_std(rows: list[dict], by: tuple[str, ...], values: tuple[str, ...]) -> list[dict]:
+    """Rows grouped by `by`, each value as mean and std over the group (non-finite values dropped)."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(tuple(r[k] for k in by), []).append(r)
+    table = []
+    for key, members in groups.items():
+        row = dict(zip(by, key))
+        row["n"] = len(members)
+        for v in values:
+            xs = np.array([float(m[v]) for m in members], dtype=float)
+            xs = xs[np.isfinite(xs)]
+            row[f"{v}_mean"] = float(xs.mean()) if xs.size else float("nan")
+            row[f"{v}_std"] = float(xs.std()) if xs.size else float("nan")
+        table.append(row)
+    return table
+
+
+def save(fig, rows: list[dict], name: str, s: Setup) -> None:
+    """figures/<name>.png and figures/<name>.csv, atomically."""
+    s.out.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    atomic_write(s.out / f"{name}.png", lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+    plt.close(fig)
+    keys = list(rows[0])
+
+    def write(tmp):
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=keys)
+            w.writeheader()
+            w.writerows(rows)
+
+    atomic_write(s.out / f"{name}.csv", write)
+    print(f"wrote {s.out / name}.png and .csv")
+
+
+def subtitle(s: Setup) -> str:
+    return f"{s.model} on {s.dataset}, {s.epochs} epochs, {len(s.seeds)} seed(s), mean ± std"
