@@ -125,3 +125,25 @@ def save(fig, rows: list[dict], name: str, s: Setup) -> None:
 
 def subtitle(s: Setup) -> str:
     return f"{s.model} on {s.dataset}, {s.epochs} epochs, {len(s.seeds)} seed(s), mean ± std"
+
+
+def plot_vs_density(table: list[dict], value: str, ylabel: str, title: str, s: Setup, name: str, *,
+                    logy: bool = False, ylim: tuple | None = None, bold: tuple[str, ...] = ()) -> None:
+    """One line per method of `value`_mean ± `value`_std against density (log axis, sparser to the right)."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for method in dict.fromkeys(r["method"] for r in table):
+        pts = sorted((r for r in table if r["method"] == method), key=lambda r: r["density"])
+        ax.errorbar([100 * r["density"] for r in pts], [r[f"{value}_mean"] for r in pts],
+                    yerr=[r[f"{value}_std"] for r in pts], label=method, color=COLORS.get(method), marker="o",
+                    ms=3, capsize=2, lw=2 if method in bold else 1)
+    ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
+    if ylim:
+        ax.set_ylim(*ylim)
+    ax.invert_xaxis()
+    ax.set_xlabel("density (% of weights kept)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(f"{title} — {subtitle(s)}", fontsize=9)
+    ax.legend(fontsize=8, ncol=2)
+    save(fig, table, name, s)
