@@ -130,7 +130,7 @@ def subtitle(s: Setup) -> str:
 def plot_vs_density(table: list[dict], value: str, ylabel: str, title: str, s: Setup, name: str, *,
                     logy: bool = False, ylim: tuple | None = None, bold: tuple[str, ...] = ()) -> None:
     """One line per method of `value`_mean ± `value`_std against density (log axis, sparser to the right)."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(8.5, 4.8))
     for method in dict.fromkeys(r["method"] for r in table):
         pts = sorted((r for r in table if r["method"] == method), key=lambda r: r["density"])
         ax.errorbar([100 * r["density"] for r in pts], [r[f"{value}_mean"] for r in pts],
