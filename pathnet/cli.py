@@ -75,8 +75,10 @@ def cmd_prune(args) -> int:
     from .pruning import prune
 
     model, ds, shape = _model_and_data(args)
-    mask = prune(model, args.method, args.density, data=ds, input_shape=shape, seed=args.seed,
-                 **_options(args.option))
+    options = _options(args.option)
+    if args.method == "phew":
+        options.setdefault("progress", sys.stderr.isatty())  # a bar once a ticket takes over a second
+    mask = prune(model, args.method, args.density, data=ds, input_shape=shape, seed=args.seed, **options)
     mask.save(args.out)
     print(f"{mask!r} → {args.out}")
     return 0
