@@ -167,7 +167,10 @@ def test_whole_kernels_are_kept_whole():
     mask = pn.prune(model, "phew", 0.05, input_shape=(3, 32, 32), kernel="whole")
     w = mask["features.0.weight"].reshape(64 * 3, 9).sum(1)
     partial = ((w > 0) & (w < 9)).sum()
-    assert partial <= mask.meta["bridged"]  # only the completing bridges add single entries
+    # only the completion adds single entries: single-entry walks once whole ones stall, then bridges
+    assert partial <= mask.meta["single_entry"] + mask.meta["bridged"]
+    tiny = pn.prune(tiny_resnet(), "phew", 0.01, input_shape=(2, 4, 4), kernel="whole")  # no whole path fits
+    assert tiny.meta["single_entry"] + tiny.meta["bridged"] == tiny.num_kept and tiny.meta["dangling"] == 0
 
 
 def test_walks_respect_an_existing_mask():

@@ -52,11 +52,12 @@ def phew_mask(dag: LayeredDAG, density: float, *, seed: int = 0, bias: str = "ma
     robin = np.zeros(3, dtype=np.int64)
     stats = np.zeros(2, dtype=np.int64)
     uniform, whole = bias == "uniform", kernel == "whole"
-    kept, bridged, dangling = 0, 0, 0
+    kept, bridged, dangling, single = 0, 0, 0, 0
     with tqdm(total=target, disable=not progress, delay=1.0, desc="PHEW walks", unit="w") as bar:
         chunk = max(1, target // 100) if progress else target
         # whole-kernel walks may be too big for the last few weights: single-entry walks finish
         for walk_whole in ((True, False) if whole else (False,)):
+            before = kept
             while kept < target:
                 stop_at = min(target, kept + chunk)
                 now = kernels.phew_walks(net.forward, net.backward, net.absw, net.allowed, state, kept, target,
@@ -66,6 +67,8 @@ def phew_mask(dag: LayeredDAG, density: float, *, seed: int = 0, bias: str = "ma
                 stalled, kept = now < stop_at, now
                 if stalled:
                     break
+            if whole and not walk_whole:
+                single = kept - before  # weights that single-entry walks added after whole ones stalled
         if kept < target:  # the last few weights: bridges between the two reachable sets
             fwd = np.zeros(net.lay_off[-1], dtype=np.bool_)
             fwd[: dag.layers[0].size] = True
@@ -89,7 +92,7 @@ def phew_mask(dag: LayeredDAG, density: float, *, seed: int = 0, bias: str = "ma
                           "were added by magnitude and may lie off the paths", RuntimeWarning, stacklevel=3)
     meta = {"method": "phew", "density": float(density), "seed": int(seed), "bias": bias, "kernel": kernel,
             "kept": int(kept), "walks": int(stats[0]), "set_aside": int(stats[1]), "bridged": bridged,
-            "dangling": dangling, "seconds": round(time.perf_counter() - t0, 4)}
+            "single_entry": single, "dangling": dangling, "seconds": round(time.perf_counter() - t0, 4)}
     return net.to_mask(state, meta)
 
 
