@@ -65,3 +65,32 @@ def test_torchvision_sets_need_a_root(tmp_path):
         pn.data.get("mnist", root=tmp_path)
     with pytest.raises(RegistryError, match="unknown dataset 'imagenet'"):
         pn.data.get("imagenet")
+
+
+def write_fake_mnist(root, n_train=40, n_test=20):
+    """MNIST's raw idx files, tiny and random: torchvision reads them like the real ones."""
+    import struct
+
+    import numpy as np
+
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        labels = (np.arange(n) % 10).astype(np.uint8)
+        (raw / f"{split}-images-idx3-ubyte").write_bytes(struct.pack(">IIII", 2051, n, 28, 28) + images.tobytes())
+        (raw / f"{split}-labels-idx1-ubyte").write_bytes(struct.pack(">II", 2049, n) + labels.tobytes())
+
+
+def test_torchvision_datasets_run_through_the_whole_toolkit(tmp_path):
+    write_fake_mnist(tmp_path)
+    ds = pn.data.get("mnist", root=tmp_path)
+    assert (len(ds.train), len(ds.test), ds.input_shape, ds.num_classes) == (40, 20, (1, 28, 28), 10)
+    batches = pn.data.sample_batches(ds, per_class=2)
+    assert sorted(batches[0][1].tolist()) == sorted(list(range(10)) * 2) and batches[0][0].shape == (20, 1, 28, 28)
+    model = pn.models.get("lenet300", seed=0)
+    mask = pn.prune(model, "snip", 0.1, data=ds, samples=16)
+    result = pn.train(model, mask, ds, epochs=1, batch_size=16, progress=False)
+    assert result.steps == 3 and 0 <= result.test_accuracy <= 1
+    assert all(torch.count_nonzero(w.detach()[~mask[k]]) == 0 for k, w in pn.prunable_weights(model).items())
