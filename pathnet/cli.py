@@ -181,7 +181,8 @@ def cmd_figures(args) -> int:
     scripts = sorted(ANALYSIS.glob("fig_*.py"))
     if args.only:
         scripts = [s for s in scripts if s.stem.removeprefix("fig_") in args.only]
-    extra = (["--quick"] if args.quick else []) + (["--data-root", args.data_root] if args.data_root else [])
+    extra = (["--quick"] if args.quick else []) + (["--data-root", args.data_root] if args.data_root else []) \
+        + (["--out", args.out] if args.out else []) + (["--runs", args.runs] if args.runs else [])
     for script in scripts:
         print(f"→ {script.stem}", flush=True)
         if subprocess.run([sys.executable, str(script), *extra]).returncode:
@@ -309,6 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="tiny versions, seconds each")
     p.add_argument("--only", nargs="+", help="figure names, e.g. paths_vs_density width_profiles")
     p.add_argument("--data-root", help="run on CIFAR-10 from this folder instead of offline data")
+    p.add_argument("--out", help="where the PNGs and CSVs go (default: the checkout's figures/)")
+    p.add_argument("--runs", help="where finished work is kept for resuming (default: runs/figures)")
     p.set_defaults(run=cmd_figures)
     return parser
 

@@ -60,6 +60,13 @@ def test_sweep_command(tmp_path, capsys):
     assert (tmp_path / "s" / "results.csv").read_text().count("\n") == 3
 
 
+def test_figures_command(tmp_path, capsys):
+    assert run("figures", "--quick", "--only", "paths_vs_density", "benchmarks", "--out", tmp_path / "f", "--runs",
+               tmp_path / "r") == 0
+    assert sorted(p.name for p in (tmp_path / "f").iterdir()) == ["benchmarks.csv", "benchmarks.png",
+                                                                 "paths_vs_density.csv", "paths_vs_density.png"]
+
+
 def test_demo_writes_table_and_summary(tmp_path, capsys):
     from pathnet.demo import run_demo, table
 
