@@ -18,9 +18,9 @@ import torch
 from scipy.stats import wasserstein_distance
 from torch import nn
 
-from .graph import LayeredDAG
+from .graph import LayeredDAG, chain_dag, to_dag
 from .mask import Mask, count
-from .metrics import Report, _finite, log10_paths, network_for
+from .metrics import Report, _finite, log10_paths
 from .pruning.threshold import layer_counts_mask
 
 __all__ = ["compare", "Comparison", "LayerSimilarity", "overlap_measures", "random_like"]
@@ -141,8 +141,8 @@ def compare(mask_a: Mask, mask_b: Mask, model: nn.Module | None = None, input_sh
             raise TypeError(f"compare expects pathnet.Mask objects, got {type(m).__name__}")
     mask_a.check_compatible(mask_b)
     topology = _has_topology(mask_a, model, dag)
-    if topology and dag is None:
-        dag = network_for(mask_a, model, input_shape).with_mask(None)
+    if topology and dag is None:  # the topology only: every measure applies its own mask to it
+        dag = to_dag(model, input_shape) if model is not None else chain_dag(mask_a)
     result = _compare(mask_a, mask_b, dag if topology else None)
     if baseline:
         samples = [_compare(random_like(mask_a, seed + i), mask_b, dag if topology else None) for i in range(baseline)]
