@@ -10,7 +10,7 @@ import numpy as np
 
 import pathnet as pn
 from figtools import parse, save
-from pathnet.training.loop import atomic_write
+from pathnet.io import atomic_write
 
 
 def main():

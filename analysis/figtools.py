@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import pathnet as pn  # noqa: E402
-from pathnet.training.loop import atomic_write  # noqa: E402
+from pathnet.io import atomic_write  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 COLORS = {"phew": "C0", "synflow": "C1", "snip": "C2", "grasp": "C3", "magnitude": "C4", "random": "C5", "erk": "C6",

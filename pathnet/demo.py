@@ -21,7 +21,7 @@ from .mask import Mask
 from .pruning import prune
 from .similarity import compare
 from .training import train
-from .training.loop import atomic_write
+from .io import atomic_write
 
 __all__ = ["run_demo"]
 

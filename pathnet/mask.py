@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Iterator, Mapping
@@ -21,6 +20,7 @@ import torch
 from torch import nn
 
 from .errors import MaskError
+from .io import atomic_write
 
 PRUNABLE_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _META_KEY = "pathnet"
@@ -165,24 +165,13 @@ class Mask(Mapping[str, torch.Tensor]):
     def save(self, path: str | os.PathLike) -> Path:
         """Write atomically: safetensors by default, a torch state dict for ``.pt``/``.pth``."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            if path.suffix in (".pt", ".pth"):
-                state: dict[str, Any] = dict(self._masks)
-                state[f"__{_META_KEY}_meta__"] = json.dumps(dict(self._meta))
-                torch.save(state, tmp)
-            else:
-                from safetensors.torch import save_file
+        if path.suffix in (".pt", ".pth"):
+            state: dict[str, Any] = {**self._masks, f"__{_META_KEY}_meta__": json.dumps(dict(self._meta))}
+            return atomic_write(path, lambda tmp: torch.save(state, tmp))
+        from safetensors.torch import save_file
 
-                save_file(self._masks, tmp, metadata={_META_KEY: json.dumps(dict(self._meta)),
-                                                      _ORDER_KEY: json.dumps(list(self._masks))})
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        return path
+        header = {_META_KEY: json.dumps(dict(self._meta)), _ORDER_KEY: json.dumps(list(self._masks))}
+        return atomic_write(path, lambda tmp: save_file(self._masks, tmp, metadata=header))
 
     # -- mapping ----------------------------------------------------------------------------
     def __getitem__(self, name: str) -> torch.Tensor:

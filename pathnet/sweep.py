@@ -37,7 +37,8 @@ from . import data as datasets, models
 from .errors import HparamError
 from .experiment import ROW_COLUMNS, Cell, run_cell
 from .pruning import METHODS
-from .training.loop import atomic_write, versions
+from .io import atomic_write
+from .training.loop import versions
 
 __all__ = ["grid_cells", "load_grid", "run_sweep", "read_table"]
 

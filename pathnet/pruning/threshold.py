@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ..errors import DensityError, WeightError, check_density
+from . import budget
 from ..mask import Mask
 
 
@@ -63,7 +64,7 @@ def keep_top(scores: Mapping[str, torch.Tensor], density: float, *, scope: str =
         raise ValueError(f"scope must be 'global' or 'layerwise', got {scope!r}")
     names = list(scores)
     sizes = np.array([scores[k].numel() for k in names])
-    budget = max(1, int(round(density * int(sizes.sum()))))
+    n_keep = budget(int(sizes.sum()), density)
     alive, values = [], []  # per layer: the positions that may be kept and their scores
     for k in names:
         s = scores[k].detach().to("cpu", torch.float64).reshape(-1).numpy()
@@ -74,15 +75,15 @@ def keep_top(scores: Mapping[str, torch.Tensor], density: float, *, scope: str =
         alive.append(idx)
         values.append(v)
     room = np.array([len(i) for i in alive])
-    if budget > room.sum():
-        raise DensityError(f"density {density} keeps {budget:,} weights but only {int(room.sum()):,} remain unpruned")
+    if n_keep > room.sum():
+        raise DensityError(f"density {density} keeps {n_keep:,} weights but only {int(room.sum()):,} remain unpruned")
     rng = np.random.default_rng(seed)
     if scope == "global":
-        chosen = _top_k(np.concatenate(values), budget, rng)
+        chosen = _top_k(np.concatenate(values), n_keep, rng)
         offsets = np.concatenate([[0], np.cumsum(room)])
         picks = [chosen[(chosen >= offsets[i]) & (chosen < offsets[i + 1])] - offsets[i] for i in range(len(names))]
     else:
-        counts = allocate(np.minimum(density * sizes, room), room, budget)
+        counts = allocate(np.minimum(density * sizes, room), room, n_keep)
         picks = [_top_k(v, int(c), rng) for v, c in zip(values, counts)]
     out = {}
     for k, idx, pick in zip(names, alive, picks):

@@ -25,7 +25,8 @@ from ..errors import HparamError
 from ..hparams import Step
 from ..mask import Mask
 from ..pruning.saliency import prune_by_scores
-from .loop import Callback, TrainState, as_dataset, atomic_write, train
+from ..io import atomic_write
+from .loop import Callback, TrainState, as_dataset, train
 
 __all__ = ["imp", "IMPResult"]
 

@@ -15,7 +15,6 @@ import math
 import os
 import platform
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset as TorchDataset, TensorDataset
 from ..data import Dataset, get as get_dataset
 from ..errors import DataError, RunError
 from ..hparams import Step, TrainingHparams, training_defaults
+from ..io import atomic_write
 from ..mask import Mask, prunable_weights
 
 __all__ = ["train", "evaluate", "TrainResult", "TrainState", "Callback", "resolve_device", "versions"]
@@ -146,19 +146,6 @@ class TrainResult:
                 "seconds": self.seconds, "device": self.device, "seed": self.seed, "hparams": self.hparams.to_dict(),
                 "mask": dict(self.mask.meta) if self.mask is not None else None, "versions": self.versions,
                 "history": self.history}
-
-
-def atomic_write(path: Path, write) -> None:
-    """Write through a temporary file in the same folder, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _lr_factor(h: TrainingHparams, step: int, total: int, per_epoch: int) -> float:
