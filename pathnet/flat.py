@@ -39,9 +39,7 @@ class FlatNetwork:
         """Flat index of the first weight entry behind each edge (src unit → dst unit)."""
         if not block.prunable:
             return np.full(len(src), -1, dtype=np.int64)
-        out_ch, in_g, k = self.dag.abs_weights(block.param).shape
-        j = src - (dst // (out_ch // block.groups)) * in_g
-        return self.param_offset[block.param] + (dst * in_g + j) * k
+        return self.param_offset[block.param] + block.kernel_base(src, dst)
 
     def _walkable(self, forward: bool) -> kernels.Walkable:
         dag = self.dag

@@ -27,18 +27,28 @@ _META_KEY = "pathnet"
 _ORDER_KEY = "pathnet_order"
 
 
-def prunable_weights(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Name → trainable weight of every Linear/Conv layer, in registration order.
+_ATTENTION_WEIGHTS = ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight")
 
-    Names are the plain ``"<module>.weight"`` even when torch.nn.utils.prune has renamed the
-    parameter to ``weight_orig``; the tensor returned is then ``weight_orig`` (what trains).
+
+def prunable_weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Name → trainable weight of every Linear/Conv layer and attention in-projection, in registration order.
+
+    Names are the plain ``"<module>.weight"`` (``"<module>.in_proj_weight"`` for nn.MultiheadAttention, or
+    its ``q/k/v_proj_weight`` when key and value sizes differ) even when torch.nn.utils.prune has renamed
+    the parameter to ``…_orig``; the tensor returned is then the ``…_orig`` one (what trains).
     """
     out = {}
     for mod_name, module in model.named_modules():
         if isinstance(module, PRUNABLE_TYPES):
-            w = module._parameters.get("weight_orig", module._parameters.get("weight"))
+            attrs: tuple[str, ...] = ("weight",)
+        elif isinstance(module, nn.MultiheadAttention):
+            attrs = _ATTENTION_WEIGHTS
+        else:
+            continue
+        for attr in attrs:
+            w = module._parameters.get(f"{attr}_orig", module._parameters.get(attr))
             if w is not None:
-                out[f"{mod_name}.weight" if mod_name else "weight"] = w
+                out[f"{mod_name}.{attr}" if mod_name else attr] = w
     return out
 
 

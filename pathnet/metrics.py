@@ -23,11 +23,12 @@ from . import kernels
 from .errors import GraphError
 from .flat import FlatNetwork
 from .graph import Block, LayeredDAG, chain_dag, to_dag
-from .mask import Mask, count
+from .mask import Mask
 
 __all__ = ["analyze", "Report", "LayerRow", "network_for", "log10_paths"]
 
 _LN10 = math.log(10.0)
+_RESHAPES = ("view", "reshape", "flatten", "squeeze", "unsqueeze", "view_as", "reshape_as")
 
 
 @dataclass(frozen=True)
@@ -124,31 +125,24 @@ class Report:
         Each kept entry of a kernel is its own parallel edge, so the paths through a layer that
         every path crosses sum (10**x) to the total.
         """
-        out = {p: torch.full(s, -math.inf, dtype=torch.float64) for p, s in self.dag.param_shapes.items()}
+        out = {p: np.full(s, -np.inf) for p, s in self.dag.param_shapes.items()}
         for b in self.dag.blocks:
-            if not b.prunable:
-                continue
-            src, dst = b.sources(), b.indices
-            through = (self._layer(self._log_fwd, b.src)[src] + self._layer(self._log_bwd, b.dst)[dst]) / _LN10
-            grid = np.full(_kernel_grid_shape(self.dag, b), -np.inf)
-            grid[dst, _in_group_index(self.dag, b, src, dst)] = through
-            kept = self.mask[b.param].numpy().reshape(*grid.shape, -1)
-            values = np.where(kept, grid[..., None], -np.inf).reshape(self.dag.param_shapes[b.param])
-            out[b.param] = torch.maximum(out[b.param], torch.from_numpy(values))
-        return out
+            if b.prunable:
+                src, dst = b.sources(), b.indices
+                through = (self._layer(self._log_fwd, b.src)[src] + self._layer(self._log_bwd, b.dst)[dst]) / _LN10
+                part = b.entries(out[b.param])
+                np.maximum(part, _per_entry(b, self.mask[b.param].numpy(), through, -np.inf), out=part)
+        return {p: torch.from_numpy(v) for p, v in out.items()}
 
     def _effective_mask(self) -> Mask:
         on = self._on_path()
         eff = {p: np.zeros(s, dtype=bool) for p, s in self.dag.param_shapes.items()}
         for b in self.dag.blocks:
-            if not b.prunable:
-                continue
-            src, dst = b.sources(), b.indices
-            ok = self._layer(on, b.src)[src] & self._layer(on, b.dst)[dst]
-            grid = np.zeros(_kernel_grid_shape(self.dag, b), dtype=bool)
-            grid[dst[ok], _in_group_index(self.dag, b, src[ok], dst[ok])] = True
-            kept = self.mask[b.param].numpy().reshape(*grid.shape, -1)
-            eff[b.param] |= (kept & grid[..., None]).reshape(eff[b.param].shape)
+            if b.prunable:
+                src, dst = b.sources(), b.indices
+                ok = self._layer(on, b.src)[src] & self._layer(on, b.dst)[dst]
+                part = b.entries(eff[b.param])
+                part |= _per_entry(b, self.mask[b.param].numpy(), ok, False)
         return Mask(eff, {"source": "effective_mask"})
 
     def _rows(self, spectral: bool) -> list[LayerRow]:
@@ -164,14 +158,14 @@ class Report:
                 has_out |= np.diff(dag.blocks[i].indptr) > 0
             if not dag.out_blocks[layer.index]:
                 has_out[:] = True  # an output layer: nothing leaves it by design
-            param = next((dag.blocks[i].param for i in dag.in_blocks[layer.index] if dag.blocks[i].prunable), None)
-            m = self.mask[param] if param else None
-            weights = m.numel() if param else 0
-            kept = count(m) if param else 0
-            eff = count(self.effective_mask[param]) if param else 0
+            block = next((dag.blocks[i] for i in dag.in_blocks[layer.index] if dag.blocks[i].prunable), None)
+            param = block.param if block is not None else None
+            m = block.entries(self.mask[param].numpy()) if param else None
+            weights = m.size if param else 0
+            kept = int(np.count_nonzero(m)) if param else 0
+            eff = int(np.count_nonzero(block.entries(self.effective_mask[param].numpy()))) if param else 0
             gap = delta = None
             if spectral and param:
-                block = next(dag.blocks[i] for i in dag.in_blocks[layer.index] if dag.blocks[i].prunable)
                 gap, delta = _spectral(block)
             rows.append(LayerRow(layer.index, layer.name, layer.kind, layer.size, param, weights, kept, eff,
                                  kept / weights if param else None, eff / weights if param else None,
@@ -267,15 +261,17 @@ def _finite(value):
     return value
 
 
-def _kernel_grid_shape(dag: LayeredDAG, block: Block) -> tuple[int, int]:
-    out_ch, in_g, _ = dag.abs_weights(block.param).shape
-    return out_ch, in_g
-
-
-def _in_group_index(dag: LayeredDAG, block: Block, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Column of the weight (its input channel within the group) for edges src → dst."""
-    out_ch, in_g = _kernel_grid_shape(dag, block)
-    return src - (dst // (out_ch // block.groups)) * in_g
+def _per_entry(block: Block, keep: np.ndarray, per_edge: np.ndarray, fill) -> np.ndarray:
+    """A value per edge spread over the kept entries of its kernel (`fill` elsewhere), shaped like
+    ``block.entries``: the maximum (a bool: any) over the edges that share a shared block's weight."""
+    kept = block.entries(keep)
+    if block.shared:  # one weight for every edge: any edge on a path / the paths summed over the edges
+        top = bool(per_edge.any()) if per_edge.dtype == bool else _logsumexp(per_edge * _LN10) / _LN10
+        return np.where(kept, top, fill)
+    src, dst = block.sources(), block.indices
+    grid = np.full(kept.shape[:2], fill, dtype=per_edge.dtype)
+    grid[dst, block.columns(src, dst)] = per_edge
+    return np.where(kept, grid[..., None], fill)
 
 
 def _spectral(block: Block) -> tuple[float, float]:
@@ -352,7 +348,7 @@ def _unroll(x: torch.Tensor, op) -> torch.Tensor:
         k = [s // t for s, t in zip(spatial, size)]
         p = {"kernel_size": k, "stride": k, "padding": 0}
     elif "pool" not in kind and kind != "mean":
-        if math.prod(op.in_shape) == math.prod(op.out_shape):  # a reshape (flatten of 1×1 maps)
+        if kind in _RESHAPES and math.prod(op.in_shape) == math.prod(op.out_shape):  # flatten of 1×1 maps
             return x.reshape(op.out_shape)
         raise GraphError(f"spatial level: pathnet cannot unroll {op.kind} ({op.in_shape} → {op.out_shape}); "
                          "use level='unit'")
@@ -382,6 +378,12 @@ def _unroll(x: torch.Tensor, op) -> torch.Tensor:
 
 def _spatial_log10_paths(dag: LayeredDAG) -> float:
     """log10 of the paths of the fully unrolled graph, layer by layer with rescaling."""
+    unrollable = ("input", "conv", "linear", "add", "sub", "mul", "cat", "flatten")
+    odd = next((layer for layer in dag.layers if layer.kind not in unrollable), None) or next(
+        (dag.layers[b.dst] for b in dag.blocks if b.shared or b.row_offset), None)
+    if odd is not None:
+        raise GraphError(f"spatial level: pathnet cannot unroll layer {odd.name!r} ({odd.kind}); spatial paths are "
+                         "defined for convolutional and fully connected nets — use level='unit'")
     mask = dag.full_mask()
     values: list[torch.Tensor | None] = [None] * len(dag.layers)
     scales = [0.0] * len(dag.layers)  # value = tensor · e^scale

@@ -77,11 +77,15 @@ def phew_mask(dag: LayeredDAG, density: float, *, seed: int = 0, bias: str = "ma
                 bwd[net.lay_off[i]:net.lay_off[i + 1]] = True
             kernels.reach(net.forward, state, fwd, True)
             kernels.reach(net.backward, state, bwd, False)
-            chosen = kernels.bridges(net.forward, state, net.allowed, net.absw, fwd, bwd, target - kept, uniform, rng)
-            state[chosen] = 1
-            bridged = len(chosen)
-            kept += bridged
-            bar.update(bridged)
+            while kept < target:  # a shared weight (token mixing) is a candidate once per edge: draw again
+                chosen = np.unique(kernels.bridges(net.forward, state, net.allowed, net.absw, fwd, bwd,
+                                                   target - kept, uniform, rng))
+                if not len(chosen):
+                    break
+                state[chosen] = 1
+                bridged += len(chosen)
+                kept += len(chosen)
+                bar.update(len(chosen))
         if kept < target:
             free = np.flatnonzero((state == 0) & net.allowed)
             chosen = free[np.argsort(-net.absw[free], kind="stable")[: target - kept]]
