@@ -213,6 +213,22 @@ def resnet18(num_classes, input_shape=None):
     return torchvision.models.resnet18(weights=None, num_classes=num_classes)
 
 
+@register("vit_tiny")
+def vit_tiny(num_classes, input_shape=None, depth=4, width=64, heads=4):
+    """A small Vision Transformer (torchvision's; patches of 7 pixels on 28×28 inputs, else 4)."""
+    import torchvision
+
+    c, h, w = _shape(input_shape, (3, 32, 32))
+    if h != w:
+        raise ValueError(f"vit_tiny needs square images, got {h}×{w}")
+    patch = 7 if h % 7 == 0 else 4
+    model = torchvision.models.VisionTransformer(image_size=h, patch_size=patch, num_layers=depth, num_heads=heads,
+                                                 hidden_dim=width, mlp_dim=2 * width, num_classes=num_classes)
+    if c != 3:
+        model.conv_proj = nn.Conv2d(c, width, patch, stride=patch)
+    return model
+
+
 def default_input_shape(name: str) -> tuple[int, ...]:
     """The input shape a model is built for when none is given."""
     if name in ("lenet300", "mlp"):

@@ -16,6 +16,8 @@ COLUMNS = {
     "grad_norm_at_init": {"method", "density", "grad_norm_mean", "grad_norm_std"},
     "width_profiles": {"method", "layer", "name", "units", "density_mean", "effective_width_mean",
                        "effective_width_std", "log10_paths_mean"},
+    "vit_widths": {"method", "layer", "name", "units", "density_mean", "effective_width_mean",
+                   "effective_width_std", "log10_paths_mean"},
     "imp_similarity": {"method", "density", "layer", "chance_jaccard_mean", "chance_jaccard_std"},
     "instability": {"rewind", "rewind_step", "density", "barrier_mean", "barrier_std", "train_barrier_mean"},
     "benchmarks": {"model", "density_pct", "kept", "pathnet_phew_s", "pathnet_analyze_s", "reference_phew_s",

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from ..errors import GraphError, MaskError
-from ..mask import Mask, count
+from ..mask import Mask
 
 __all__ = ["Layer", "Block", "SpatialOp", "ConvGeometry", "LayeredDAG", "chain_dag"]
 

@@ -15,7 +15,7 @@ Every op is looked up in the handler table of ``ops.py``; an op without a handle
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
