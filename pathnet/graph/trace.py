@@ -389,7 +389,23 @@ def _name(node: torch.fx.Node | None) -> str:
     return str(node.target) if node.op == "call_module" else node.name
 
 
-class _Interpreter(torch.fx.Interpreter):
+class _ShapeProp(torch.fx.Interpreter):
+    """Records every tensor's shape (to decide how the input is laid out before following units)."""
+
+    failed: torch.fx.Node | None = None
+
+    def run_node(self, n):
+        try:
+            result = super().run_node(n)
+        except Exception:
+            self.failed = n
+            raise
+        if isinstance(result, torch.Tensor):
+            n.meta["pathnet_shape"] = tuple(result.shape)
+        return result
+
+
+class _Interpreter(_ShapeProp):
     """Runs the graph on zeros and, beside every value, the handlers on the units they hold."""
 
     def __init__(self, gm, builder: DagBuilder, lookup, input_axis: int | None):
@@ -398,14 +414,9 @@ class _Interpreter(torch.fx.Interpreter):
         self.lookup = lookup
         self.units: dict[torch.fx.Node, Any] = {}
         self.input_axis = input_axis
-        self.failed: torch.fx.Node | None = None
 
     def run_node(self, n):
-        try:
-            result = super().run_node(n)
-        except Exception:
-            self.failed = n
-            raise
+        result = super().run_node(n)
         b = self.builder
         b.node = n
         if n.op == "placeholder":
@@ -495,22 +506,6 @@ def _input_units(b: DagBuilder, example: torch.Tensor, node: torch.fx.Node, axis
     axis = 1 if axis is None else axis % len(shape)
     layer = b.add_layer("input", "input", shape[axis], [s for d, s in enumerate(shape[1:], 1) if d != axis])
     return Units(b.along(layer, shape, axis), name="input")
-
-
-class _ShapeProp(torch.fx.Interpreter):
-    """Records every tensor's shape (to decide how the input is laid out before following units)."""
-
-    failed: torch.fx.Node | None = None
-
-    def run_node(self, n):
-        try:
-            result = super().run_node(n)
-        except Exception:
-            self.failed = n
-            raise
-        if isinstance(result, torch.Tensor):
-            n.meta["pathnet_shape"] = tuple(result.shape)
-        return result
 
 
 def _check_input_shape(input_shape: Any) -> tuple[int, ...]:
