@@ -29,6 +29,10 @@ class UnsupportedLayerError(GraphError, TypeError):
     """A module with weights that pathnet does not know how to turn into edges."""
 
 
+class MemoryLimitError(PathnetError, MemoryError):
+    """Not enough memory for what was asked; the message names the largest part and the estimated need."""
+
+
 class DataError(PathnetError, ValueError):
     """A dataset that cannot be loaded: unknown name, missing root directory."""
 

@@ -2,11 +2,14 @@
 
 A network arrives as two :class:`Walkable` structures, one per direction. Units are numbered
 layer by layer (``lay_off``); for every layer, ``lay_blk[lay_ptr[l]:lay_ptr[l+1]]`` lists the
-edge blocks leaving it in that direction; a block's edges are rows over its near units
-(``indptr`` from ``blk_rows[b]``, edge ids shifted by ``edge_off[b]``) with the far unit in
-``target``, the row-wise cumulative L1 weight in ``cum`` and, for prunable blocks, the flat
-index ``base[e]`` of the first of the kernel's ``blk_k[b]`` weight entries. Weight state is a
-uint8 array over all entries: 0 free, 1 kept, 2 marked by the walk in progress.
+edge blocks leaving it in that direction. Every edge has an id (``edge_off[b]`` + its place in
+the block, rows over near units) that indexes ``cum``, the row-wise cumulative L1 weight (walks
+only). A *dense* block (every near unit joined to every far unit, multiplicity ``blk_k``) stores
+nothing else: row u holds edges ``edge_off[b] + u·blk_nfar[b] + j`` to far unit j, and the first
+of the kernel's ``blk_k[b]`` weight entries is ``blk_base0 + u·blk_near_stride + j·blk_far_stride``.
+A *stored* block keeps CSR rows (``indptr`` from ``blk_rows[b]``) and, from ``xedge_off[b]``, the
+far unit in ``target``, the first weight entry in ``base`` and the multiplicity in ``mult``.
+Weight state is a uint8 array over all entries: 0 free, 1 kept, 2 marked by the walk in progress.
 
 Randomness is a splitmix64 generator in a one-element uint64 array: a seed gives the same
 walks on every machine.
@@ -27,15 +30,21 @@ class Walkable(NamedTuple):
     lay_ptr: np.ndarray  # int64[L+1]   blocks leaving each layer in this direction
     lay_blk: np.ndarray  # int64[]
     blk_far: np.ndarray  # int64[B]     layer at the block's far end
-    blk_rows: np.ndarray  # int64[B]    offset of the block's rows in indptr
-    edge_off: np.ndarray  # int64[B]    offset of the block's edges in target/cum/base
+    blk_dense: np.ndarray  # bool[B]    edges implicit (every near × far pair)
+    blk_nfar: np.ndarray  # int64[B]    units of the far layer
+    blk_rows: np.ndarray  # int64[B]    offset of a stored block's rows in indptr
+    edge_off: np.ndarray  # int64[B]    offset of the block's edge ids (into cum)
+    xedge_off: np.ndarray  # int64[B]   offset of a stored block's edges in target/base/mult
     blk_k: np.ndarray  # int64[B]       kernel volume (weight entries per edge)
     blk_prunable: np.ndarray  # bool[B]
-    indptr: np.ndarray  # int64[]       per block: rows over near units, local edge positions
-    target: np.ndarray  # int64[E]      far unit (local to the far layer)
-    cum: np.ndarray  # float64[E]       cumulative L1 along each row
-    base: np.ndarray  # int64[E]        first weight entry of the edge's kernel (-1: not prunable)
-    mult: np.ndarray  # int64[E]        multiplicity: kept entries of the kernel (1 for weightless edges)
+    blk_base0: np.ndarray  # int64[B]   dense blocks: first weight entry of edge (0, 0)
+    blk_near_stride: np.ndarray  # int64[B]  … per near unit
+    blk_far_stride: np.ndarray  # int64[B]   … per far unit
+    indptr: np.ndarray  # int64[]       stored blocks: rows over near units, local edge positions
+    target: np.ndarray  # int32[]       far unit (local to the far layer)
+    cum: np.ndarray  # float32[E]       cumulative L1 along each row (walks only)
+    base: np.ndarray  # int64[]         first weight entry of the edge's kernel (-1: not prunable)
+    mult: np.ndarray  # int32[]         multiplicity: kept entries of the kernel (1 for weightless edges)
 
 
 # -- random numbers ---------------------------------------------------------------------------
@@ -111,8 +120,64 @@ def _pick_entry(absw, allowed, base, k, uniform, state):
 
 @njit(cache=True)
 def _row(w, b, unit):
+    """The edge ids [s, e) leaving near unit `unit` in block `b`."""
+    if w.blk_dense[b]:
+        s = w.edge_off[b] + unit * w.blk_nfar[b]
+        return s, s + w.blk_nfar[b]
     r = w.blk_rows[b] + unit
     return w.indptr[r] + w.edge_off[b], w.indptr[r + 1] + w.edge_off[b]
+
+
+@njit(cache=True)
+def _target(w, b, edge):
+    if w.blk_dense[b]:
+        return (edge - w.edge_off[b]) % w.blk_nfar[b]
+    return w.target[w.xedge_off[b] + edge - w.edge_off[b]]
+
+
+@njit(cache=True)
+def _base(w, b, edge):
+    if w.blk_dense[b]:
+        local = edge - w.edge_off[b]
+        return (w.blk_base0[b] + (local // w.blk_nfar[b]) * w.blk_near_stride[b]
+                + (local % w.blk_nfar[b]) * w.blk_far_stride[b])
+    return w.base[w.xedge_off[b] + edge - w.edge_off[b]]
+
+
+@njit(cache=True)
+def _mult(w, b, edge):
+    if w.blk_dense[b]:
+        return w.blk_k[b]
+    return w.mult[w.xedge_off[b] + edge - w.edge_off[b]]
+
+
+@njit(cache=True)
+def dense_cums(l1, out, forward):
+    """Row-wise cumulative L1 of a dense block with l1 (n_dst, n_src): rows over sources (forward,
+    out is n_src × n_dst) or over destinations (backward, n_dst × n_src). Sums in float64; the
+    forward rows are built square tile by square tile, so reads and writes stay in cache."""
+    n_dst, n_src = l1.shape
+    if not forward:
+        for o in range(n_dst):
+            row = 0.0
+            for i in range(n_src):
+                row += l1[o, i]
+                out[o * n_src + i] = row
+        return
+    tile = 64
+    acc = np.zeros(tile)
+    for i0 in range(0, n_src, tile):
+        i1 = min(n_src, i0 + tile)
+        acc[:] = 0.0
+        for o0 in range(0, n_dst, tile):  # a tile × tile square: reads and writes stay in cache
+            o1 = min(n_dst, o0 + tile)
+            for i in range(i0, i1):
+                a = acc[i - i0]
+                row = i * n_dst
+                for o in range(o0, o1):
+                    a += l1[o, i]
+                    out[row + o] = a
+                acc[i - i0] = a
 
 
 # -- walks ----------------------------------------------------------------------------------------
@@ -149,7 +214,7 @@ def _walk(w, layer, unit, absw, allowed, state_w, uniform, whole, rng, touched):
         edge = s + _randint(rng, e - s) if uniform else _pick_cumulative(w.cum, s, e, rng)
         if w.blk_prunable[b]:
             k = w.blk_k[b]
-            first = w.base[edge]
+            first = _base(w, b, edge)
             if whole:
                 for j in range(k):
                     idx = first + j
@@ -163,7 +228,7 @@ def _walk(w, layer, unit, absw, allowed, state_w, uniform, whole, rng, touched):
                     state_w[idx] = 2
                     touched[n_new] = idx
                     n_new += 1
-        unit = w.target[edge]
+        unit = _target(w, b, edge)
         layer = w.blk_far[b]
 
 
@@ -213,8 +278,9 @@ def _edge_on(w, b, edge, state_w):
     """Whether an edge carries a kept weight (weightless edges always do)."""
     if not w.blk_prunable[b]:
         return True
+    first = _base(w, b, edge)
     for j in range(w.blk_k[b]):
-        if state_w[w.base[edge] + j] == 1:
+        if state_w[first + j] == 1:
             return True
     return False
 
@@ -237,7 +303,7 @@ def reach(w, state_w, live, forward):
                     continue
                 s, e = _row(w, b, u)
                 for edge in range(s, e):
-                    v = w.lay_off[far] + w.target[edge]
+                    v = w.lay_off[far] + _target(w, b, edge)
                     if not live[v] and _edge_on(w, b, edge, state_w):
                         live[v] = True
     return live
@@ -267,10 +333,11 @@ def bridges(fw, state_w, allowed, absw, fwd_live, bwd_live, count, uniform, rng)
                     continue
                 s, e = _row(fw, b, u)
                 for edge in range(s, e):
-                    if not bwd_live[far_off + fw.target[edge]]:
+                    if not bwd_live[far_off + _target(fw, b, edge)]:
                         continue
+                    first = _base(fw, b, edge)
                     for j in range(fw.blk_k[b]):
-                        idx = fw.base[edge] + j
+                        idx = first + j
                         if state_w[idx] != 0 or not allowed[idx]:
                             continue
                         n_seen += 1
@@ -317,16 +384,28 @@ def log_path_counts(w, start, forward):
     n_layers = w.lay_off.shape[0] - 1
     for i in range(n_layers):
         layer = i if forward else n_layers - 1 - i
+        n_near = w.lay_off[layer + 1] - w.lay_off[layer]
         for p in range(w.lay_ptr[layer], w.lay_ptr[layer + 1]):
             b = w.lay_blk[p]
             far_off = w.lay_off[w.blk_far[b]]
-            for u in range(w.lay_off[layer + 1] - w.lay_off[layer]):
+            if w.blk_dense[b]:  # every far unit gains the same: Σ_u paths(u) · k
+                total = -np.inf
+                for u in range(n_near):
+                    total = _logaddexp(total, logc[w.lay_off[layer] + u])
+                if total == -np.inf:
+                    continue
+                total += np.log(float(w.blk_k[b]))
+                for v in range(w.blk_nfar[b]):
+                    logc[far_off + v] = _logaddexp(logc[far_off + v], total)
+                continue
+            for u in range(n_near):
                 lu = logc[w.lay_off[layer] + u]
                 if lu == -np.inf:
                     continue
                 s, e = _row(w, b, u)
                 for edge in range(s, e):
-                    if w.mult[edge] > 0:
-                        v = far_off + w.target[edge]
-                        logc[v] = _logaddexp(logc[v], lu + np.log(float(w.mult[edge])))
+                    m = _mult(w, b, edge)
+                    if m > 0:
+                        v = far_off + _target(w, b, edge)
+                        logc[v] = _logaddexp(logc[v], lu + np.log(float(m)))
     return logc

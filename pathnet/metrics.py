@@ -128,10 +128,10 @@ class Report:
         out = {p: np.full(s, -np.inf) for p, s in self.dag.param_shapes.items()}
         for b in self.dag.blocks:
             if b.prunable:
-                src, dst = b.sources(), b.indices
-                through = (self._layer(self._log_fwd, b.src)[src] + self._layer(self._log_bwd, b.dst)[dst]) / _LN10
                 part = b.entries(out[b.param])
-                np.maximum(part, _per_entry(b, self.mask[b.param].numpy(), through, -np.inf), out=part)
+                through = _per_entry(b, self.mask[b.param].numpy(), self._layer(self._log_fwd, b.src) / _LN10,
+                                     self._layer(self._log_bwd, b.dst) / _LN10, np.add, -np.inf)
+                np.maximum(part, through, out=part)
         return {p: torch.from_numpy(v) for p, v in out.items()}
 
     def _effective_mask(self) -> Mask:
@@ -139,10 +139,9 @@ class Report:
         eff = {p: np.zeros(s, dtype=bool) for p, s in self.dag.param_shapes.items()}
         for b in self.dag.blocks:
             if b.prunable:
-                src, dst = b.sources(), b.indices
-                ok = self._layer(on, b.src)[src] & self._layer(on, b.dst)[dst]
                 part = b.entries(eff[b.param])
-                part |= _per_entry(b, self.mask[b.param].numpy(), ok, False)
+                part |= _per_entry(b, self.mask[b.param].numpy(), self._layer(on, b.src), self._layer(on, b.dst),
+                                   np.logical_and, False)
         return Mask(eff, {"source": "effective_mask"})
 
     def _rows(self, spectral: bool) -> list[LayerRow]:
@@ -152,10 +151,10 @@ class Report:
         for layer in dag.layers[1:]:
             has_in = np.zeros(layer.size, dtype=bool)
             for i in dag.in_blocks[layer.index]:
-                has_in[dag.blocks[i].indices] = True
+                has_in |= dag.blocks[i].has_in()
             has_out = np.zeros(layer.size, dtype=bool)
             for i in dag.out_blocks[layer.index]:
-                has_out |= np.diff(dag.blocks[i].indptr) > 0
+                has_out |= dag.blocks[i].has_out()
             if not dag.out_blocks[layer.index]:
                 has_out[:] = True  # an output layer: nothing leaves it by design
             block = next((dag.blocks[i] for i in dag.in_blocks[layer.index] if dag.blocks[i].prunable), None)
@@ -261,14 +260,19 @@ def _finite(value):
     return value
 
 
-def _per_entry(block: Block, keep: np.ndarray, per_edge: np.ndarray, fill) -> np.ndarray:
-    """A value per edge spread over the kept entries of its kernel (`fill` elsewhere), shaped like
-    ``block.entries``: the maximum (a bool: any) over the edges that share a shared block's weight."""
+def _per_entry(block: Block, keep: np.ndarray, at_src: np.ndarray, at_dst: np.ndarray, op, fill) -> np.ndarray:
+    """op(value at the edge's source, value at its destination) spread over the kept entries of the edge's
+    kernel (`fill` elsewhere), shaped like ``block.entries``. A shared block's weight is on every edge: the
+    paths through it sum over them (log space), "on a path" is any of them."""
     kept = block.entries(keep)
-    if block.shared:  # one weight for every edge: any edge on a path / the paths summed over the edges
+    if block.dense:
+        grid = op(at_dst[:, None], at_src[None, :])
+        return np.where(kept, grid[..., None], fill)
+    src, dst = block.sources(), block.indices
+    per_edge = op(at_src[src], at_dst[dst])
+    if block.shared:
         top = bool(per_edge.any()) if per_edge.dtype == bool else _logsumexp(per_edge * _LN10) / _LN10
         return np.where(kept, top, fill)
-    src, dst = block.sources(), block.indices
     grid = np.full(kept.shape[:2], fill, dtype=per_edge.dtype)
     grid[dst, block.columns(src, dst)] = per_edge
     return np.where(kept, grid[..., None], fill)

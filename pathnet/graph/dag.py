@@ -79,6 +79,12 @@ class Block:
     A prunable block reads rows ``row_offset:row_offset + n_dst`` of its weight (viewed as
     (out, in/groups, kernel volume)); a ``shared`` block joins unit i to unit i through the
     whole weight (kernel volume = every entry).
+
+    A *dense* block (``edges`` None: an unpruned, ungrouped weight) stores no edges: every
+    (source, destination) pair is an edge of multiplicity ``kernel_volume`` and L1 read from
+    ``absw``. Its CSR arrays are built only if asked for (``indptr``, ``indices`` …); the
+    kernels and metrics read dense blocks without them, so a 100M-weight Linear costs nothing
+    per edge. Stored edges use int32 indices and multiplicities and float32 L1.
     """
 
     index: int
@@ -86,12 +92,10 @@ class Block:
     dst: int
     kind: str  # "linear" | "conv" | "identity" | "expand"
     param: str | None
-    indptr: np.ndarray
-    indices: np.ndarray
-    multiplicity: np.ndarray
-    l1: np.ndarray
     n_src: int
     n_dst: int
+    edges: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None  # indptr, indices, mult, l1
+    absw: np.ndarray | None = None  # the parameter's |w| (out, in/groups, K): a dense block's L1
     kernel_volume: int = 1
     groups: int = 1
     geometry: ConvGeometry | None = None
@@ -104,19 +108,60 @@ class Block:
         return self.param is not None
 
     @property
+    def dense(self) -> bool:
+        return self.edges is None
+
+    @property
     def num_edges(self) -> int:
-        return int(self.indices.shape[0])
+        return self.n_src * self.n_dst if self.dense else int(self.edges[1].shape[0])
+
+    def csr(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(indptr, indices, multiplicity, l1), built for a dense block (memory ∝ its edges)."""
+        if not self.dense:
+            return self.edges
+        indptr = np.arange(0, self.num_edges + 1, self.n_dst, dtype=np.int64)
+        indices = np.tile(np.arange(self.n_dst, dtype=np.int32), self.n_src)
+        mult = np.full(self.num_edges, self.kernel_volume, dtype=np.int32)
+        return indptr, indices, mult, self.dense_l1().T.reshape(-1)
+
+    def dense_l1(self) -> np.ndarray:
+        """Σ|w| of every (destination, source) kernel of a dense block, float32 (n_dst, n_src)."""
+        w = self.entries(self.absw)
+        return w[:, :, 0] if w.shape[2] == 1 else w.sum(axis=2, dtype=np.float32)
+
+    indptr = property(lambda self: self.csr()[0])
+    indices = property(lambda self: self.csr()[1])
+    multiplicity = property(lambda self: self.csr()[2])
+    l1 = property(lambda self: self.csr()[3])
 
     def matrix(self, values: str = "multiplicity"):
         """The block as a scipy.sparse CSR matrix (n_src × n_dst) of `values` ("multiplicity", "l1" or "ones")."""
         import scipy.sparse as sp
 
-        data = np.ones(self.num_edges) if values == "ones" else getattr(self, values)
-        return sp.csr_matrix((data, self.indices, self.indptr), shape=(self.n_src, self.n_dst))
+        indptr, indices, mult, l1 = self.csr()
+        data = np.ones(len(indices)) if values == "ones" else (mult if values == "multiplicity" else l1)
+        return sp.csr_matrix((data, indices, indptr), shape=(self.n_src, self.n_dst))
 
     def sources(self) -> np.ndarray:
         """The source unit of every edge (the CSR rows expanded)."""
-        return np.repeat(np.arange(self.n_src, dtype=np.int64), np.diff(self.indptr))
+        if self.dense:
+            return np.repeat(np.arange(self.n_src, dtype=np.int64), self.n_dst)
+        return np.repeat(np.arange(self.n_src, dtype=np.int64), np.diff(self.edges[0]))
+
+    def has_in(self) -> np.ndarray:
+        """Destination units with at least one edge in this block."""
+        out = np.zeros(self.n_dst, dtype=bool)
+        if self.dense:
+            out[:] = self.n_src > 0
+        else:
+            out[self.edges[1]] = True
+        return out
+
+    def has_out(self) -> np.ndarray:
+        """Source units with at least one edge in this block."""
+        if self.dense:
+            return np.full(self.n_src, self.n_dst > 0)
+        return np.diff(self.edges[0]) > 0
 
     def columns(self, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
         """The weight column (input channel within the group) that edges src → dst read."""
@@ -146,7 +191,8 @@ class LayeredDAG:
 
     def __init__(self, layers: Sequence[Layer], blocks: Sequence[Block], output_layers: Sequence[int],
                  abs_weights: Mapping[str, np.ndarray], weight_shapes: Mapping[str, tuple[int, ...]],
-                 mask: Mask | None = None, constant_params: Sequence[str] = ()):
+                 mask: Mask | None = None, constant_params: Sequence[str] = (),
+                 flat: tuple[np.ndarray, Mapping[str, int]] | None = None):
         self.layers = tuple(layers)
         self.blocks = tuple(blocks)
         self.input_layer = 0
@@ -158,6 +204,7 @@ class LayeredDAG:
         # prunable weights applied only to input-independent tensors (e.g. Swin-v2's position-bias MLP):
         # no input→output path crosses them
         self.constant_params = tuple(constant_params)
+        self._flat = flat
         self.in_blocks = tuple(tuple(b.index for b in self.blocks if b.dst == i) for i in range(len(self.layers)))
         self.out_blocks = tuple(tuple(b.index for b in self.blocks if b.src == i) for i in range(len(self.layers)))
 
@@ -183,6 +230,17 @@ class LayeredDAG:
     def abs_weights(self, param: str) -> np.ndarray:
         """|w| of a prunable weight as float32, shaped (out, in/groups, kernel volume); read-only."""
         return self._abs_weights[param]
+
+    def flat_abs_weights(self) -> tuple[np.ndarray, dict[str, int]]:
+        """|w| of every prunable weight in one float32 array and each weight's offset in it (the buffer
+        to_dag filled, shared, or one concatenation in DAG order)."""
+        if self._flat is not None:
+            buffer, offsets = self._flat
+            return buffer, {p: int(offsets[p]) for p in self.params}
+        sizes = [math.prod(self._weight_shapes[p]) for p in self.params]
+        offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64).tolist()
+        return (np.concatenate([self._abs_weights[p].reshape(-1) for p in self.params]).astype(np.float32),
+                dict(zip(self.params, offsets)))
 
     # -- masks ------------------------------------------------------------------------------
     def check_mask(self, mask: Mask) -> None:
@@ -214,11 +272,10 @@ class LayeredDAG:
         for b in self.blocks:
             if b.prunable:
                 keep = mask[b.param].numpy() if mask is not None and b.param in mask else None
-                indptr, indices, mult, l1 = block_edges(b, self._abs_weights[b.param], keep)
-                b = replace(b, indptr=indptr, indices=indices, multiplicity=mult, l1=l1)
+                b = replace(b, edges=block_edges(b, self._abs_weights[b.param], keep))
             blocks.append(b)
         return LayeredDAG(self.layers, blocks, self.output_layers, self._abs_weights, self._weight_shapes, mask,
-                          self.constant_params)
+                          self.constant_params, self._flat)
 
     # -- export -----------------------------------------------------------------------------
     def to_networkx(self):
@@ -229,11 +286,12 @@ class LayeredDAG:
         for layer in self.layers:
             g.add_nodes_from(((layer.index, u) for u in range(layer.size)), layer=layer.name, kind=layer.kind)
         for b in self.blocks:
-            src = b.sources()
+            indptr, indices, mult, l1 = b.csr()
+            src = np.repeat(np.arange(b.n_src), np.diff(indptr))
             g.add_edges_from(
                 ((b.src, int(s)), (b.dst, int(d)),
                  {"multiplicity": int(m), "l1": float(w), "block": b.index, "param": b.param, "prunable": b.prunable})
-                for s, d, m, w in zip(src, b.indices, b.multiplicity, b.l1))
+                for s, d, m, w in zip(src, indices, mult, l1))
         return g
 
     def summary(self) -> str:
@@ -267,19 +325,24 @@ def _csr(src: np.ndarray, dst: np.ndarray, n_src: int) -> tuple[np.ndarray, np.n
     """indptr and indices of edges (src, dst) already sorted by (src, dst)."""
     indptr = np.zeros(n_src + 1, dtype=np.int64)
     np.cumsum(np.bincount(src, minlength=n_src), out=indptr[1:])
-    return indptr, np.ascontiguousarray(dst, dtype=np.int64)
+    return indptr, np.ascontiguousarray(dst, dtype=np.int32)
 
 
 def block_edges(block: Block, absw: np.ndarray, keep: np.ndarray | None):
-    """CSR (indptr, indices, multiplicity, l1) of a prunable block under `keep` (its parameter's mask
-    entry; None: dense), read from the parameter's |w| `absw`."""
+    """The stored edges (indptr, indices, multiplicity, l1) of a prunable block under `keep` (its
+    parameter's mask entry; None: dense), read from the parameter's |w| `absw`; None where the block
+    is dense and ungrouped (its edges stay implicit)."""
     w = block.entries(absw)
     k = None if keep is None else block.entries(keep)
+    if k is not None and k.all():
+        k = None
     if block.shared:  # unit i → unit i through the whole matrix
         mult = w.size if k is None else int(np.count_nonzero(k))
         l1 = float(w.sum(dtype=np.float64) if k is None else (w * k).sum(dtype=np.float64))
         units = np.arange(block.n_src, dtype=np.int64)
         return _unit_map_edges(units, units, block.n_src, mult, l1)
+    if k is None and block.groups == 1:
+        return None
     return _weight_edges(w, k, block.groups, block.n_src)
 
 
@@ -287,31 +350,31 @@ def _weight_edges(absw: np.ndarray, keep: np.ndarray | None, groups: int, n_src:
     """CSR (indptr, indices, multiplicity, l1) of a weight shaped (out, in/groups, K) under `keep`."""
     out_ch, in_g, k = absw.shape
     if keep is None:
-        mult = np.full((out_ch, in_g), k, dtype=np.int64)
-        l1 = absw.sum(axis=2, dtype=np.float64)
+        mult = np.full((out_ch, in_g), k, dtype=np.int32)
+        l1 = absw.sum(axis=2, dtype=np.float32)
     elif k == 1:  # 1×1 convs and Linear layers: no kernel to sum over
         keep = keep.reshape(out_ch, in_g)
         mult, l1 = keep, absw.reshape(out_ch, in_g)
     else:
         keep = keep.reshape(out_ch, in_g, k)
-        mult = keep.view(np.uint8).sum(axis=2, dtype=np.uint8 if k < 256 else np.int64)
-        l1 = (absw * keep).sum(axis=2, dtype=np.float64)
+        mult = keep.view(np.uint8).sum(axis=2, dtype=np.uint8 if k < 256 else np.int32)
+        l1 = (absw * keep).sum(axis=2, dtype=np.float32)
     if groups == 1:
         src, dst = np.nonzero(mult.T)  # row-major over (in, out): already sorted by source
-        return (*_csr(src, dst, n_src), mult.T[src, dst].astype(np.int64), l1.T[src, dst].astype(np.float64))
+        return (*_csr(src, dst, n_src), mult.T[src, dst].astype(np.int32), l1.T[src, dst].astype(np.float32))
     o, j = np.nonzero(mult)
     src = (o // (out_ch // groups)) * in_g + j
     order = np.lexsort((o, src))
-    return (*_csr(src[order], o[order], n_src), mult[o, j][order].astype(np.int64),
-            l1[o, j][order].astype(np.float64))
+    return (*_csr(src[order], o[order], n_src), mult[o, j][order].astype(np.int32),
+            l1[o, j][order].astype(np.float32))
 
 
 def _unit_map_edges(src: np.ndarray, dst: np.ndarray, n_src: int, mult: int = 1, l1: float | None = None):
     """CSR of edges src[i] → dst[i], each with multiplicity `mult` and L1 `l1` (default: `mult`)."""
     order = np.lexsort((dst, src))
     indptr, indices = _csr(src[order], dst[order], n_src)
-    return (indptr, indices, np.full(len(src), mult, dtype=np.int64),
-            np.full(len(src), float(mult if l1 is None else l1)))
+    return (indptr, indices, np.full(len(src), mult, dtype=np.int32),
+            np.full(len(src), float(mult if l1 is None else l1), dtype=np.float32))
 
 
 def chain_dag(mask: Mask) -> LayeredDAG:
@@ -333,6 +396,6 @@ def chain_dag(mask: Mask) -> LayeredDAG:
         absw = np.ones((shape[0], shape[1], 1), dtype=np.float32)
         absw.flags.writeable = False
         abs_weights[name] = absw
-        blocks.append(Block(i, i, i + 1, "linear", name, *_weight_edges(absw, None, 1, shape[1]), shape[1], shape[0]))
+        blocks.append(Block(i, i, i + 1, "linear", name, shape[1], shape[0], absw=absw))
     dag = LayeredDAG(layers, blocks, [len(layers) - 1], abs_weights, dict(zip(names, shapes)))
     return dag.with_mask(mask)

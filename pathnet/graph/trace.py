@@ -15,6 +15,7 @@ Every op is looked up in the handler table of ``ops.py``; an op without a handle
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -27,7 +28,7 @@ from ..errors import GraphError, MaskError, PathnetError, UnsupportedLayerError,
 from ..mask import Mask, prunable_weights
 from .dag import Block, ConvGeometry, Layer, LayeredDAG, SpatialOp, _unit_map_edges, block_edges
 
-__all__ = ["Units", "DagBuilder", "to_dag"]
+__all__ = ["Units", "DagBuilder", "to_dag", "clear_cache"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -113,6 +114,10 @@ class DagBuilder:
         self.offsets: list[int] = [0]
         self.abs_weights: dict[str, np.ndarray] = {}
         self.weight_shapes: dict[str, tuple[int, ...]] = {}
+        # |w| of every prunable weight in one float32 buffer (views per weight): the walks read it as is
+        sizes = [w.numel() for w in weights.values()]
+        self.flat_offsets = dict(zip(weights, np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64).tolist()))
+        self.flat_abs = np.empty(int(sum(sizes)), dtype=np.float32)
         self.constant_params: dict[str, None] = {}
         self.outputs: list[int] = []
         self.node: torch.fx.Node | None = None
@@ -217,9 +222,8 @@ class DagBuilder:
             self._block(li, dst, kind, edges, pre_ops=pre)
 
     def _block(self, src: int, dst: int, kind: str, edges, **kw) -> Block:
-        indptr, indices, mult, l1 = edges
-        block = Block(len(self.blocks), src, dst, kind, kw.pop("param", None), indptr, indices, mult, l1,
-                      self.layers[src].size, self.layers[dst].size, **kw)
+        block = Block(len(self.blocks), src, dst, kind, kw.pop("param", None), self.layers[src].size,
+                      self.layers[dst].size, edges, **kw)
         self.blocks.append(block)
         return block
 
@@ -233,11 +237,13 @@ class DagBuilder:
             raise UnsupportedLayerError(f"{self.where()} uses weight {param!r}, which is not a prunable weight")
         if param not in self.abs_weights:
             w = self.weights[param].detach().to("cpu", torch.float32)
-            if not torch.isfinite(w).all():
-                bad = int((~torch.isfinite(w)).sum())
+            off = self.flat_offsets[param]
+            absw = self.flat_abs[off:off + w.numel()].reshape(w.shape[0], w.shape[1], -1)
+            np.abs(w.reshape(absw.shape).numpy(), out=absw)
+            if not math.isfinite(absw.sum(dtype=np.float64)):
+                bad = int((~np.isfinite(absw)).sum())
                 raise WeightError(f"weight {param!r} has {bad} NaN/infinite values; pathnet reads |w| as edge "
                                   "weights — re-initialise the model or load finite weights")
-            absw = w.abs().reshape(w.shape[0], w.shape[1], -1).numpy()
             absw.flags.writeable = False
             self.abs_weights[param] = absw
             self.weight_shapes[param] = tuple(w.shape)
@@ -250,12 +256,10 @@ class DagBuilder:
             raise GraphError(f"{self.where()} expects {absw.shape[1] * groups} input units but its input layer "
                              f"{self.layers[src].name!r} has {n_src}")
         dst = self.add_layer(name or _name(self.node), kind, size, positions)
-        empty = np.zeros(0, dtype=np.int64)
-        block = Block(len(self.blocks), src, dst, kind, param, np.zeros(n_src + 1, dtype=np.int64), empty, empty,
-                      np.zeros(0), n_src, size, kernel_volume=absw.size if shared else absw.shape[2], groups=groups,
-                      geometry=geometry, pre_ops=pre_ops, row_offset=rows, shared=shared)
-        indptr, indices, mult, l1 = block_edges(block, absw, None)
-        self.blocks.append(replace(block, indptr=indptr, indices=indices, multiplicity=mult, l1=l1))
+        block = Block(len(self.blocks), src, dst, kind, param, n_src, size, absw=absw,
+                      kernel_volume=absw.size if shared else absw.shape[2], groups=groups, geometry=geometry,
+                      pre_ops=pre_ops, row_offset=rows, shared=shared)
+        self.blocks.append(replace(block, edges=block_edges(block, absw, None)))
         return dst
 
     # -- mixing -----------------------------------------------------------------------------
@@ -535,17 +539,54 @@ def _first_weight_axis(gm: torch.fx.GraphModule, is_token_op, shape: tuple[int, 
     return None
 
 
+_CACHE: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+
+
+def _fingerprint(model: nn.Module) -> tuple:
+    """What the DAG of `model` depends on: its modules, and every parameter's and buffer's shape, dtype,
+    storage and version (in-place updates, optimizer steps and load_state_dict all bump the version)."""
+    tensors = (*model.named_parameters(), *model.named_buffers())
+    return (tuple(type(m).__name__ for m in model.modules()),
+            tuple((n, tuple(t.shape), t.dtype, t.data_ptr(), t._version) for n, t in tensors))
+
+
+def clear_cache() -> None:
+    """Forget every cached DAG (they are also dropped with their model)."""
+    _CACHE.clear()
+
+
 def to_dag(model: nn.Module, input_shape: Iterable[int], mask: Mask | None = None) -> LayeredDAG:
     """Read `model` as a :class:`LayeredDAG` for inputs of `input_shape` (without the batch dim).
 
     `mask` defaults to the mask buffers the model carries (torch.nn.utils.prune, Synaptic-Flow,
-    open_lth), or dense when it has none.
+    open_lth), or dense when it has none. The dense DAG is cached per model and input shape, so
+    `prune`, `analyze` and `compare` with ``model=`` trace it once; any change to the model's
+    weights, buffers or modules traces it again.
     """
-    from . import ops
-
     if not isinstance(model, nn.Module):
         raise TypeError(f"to_dag expects a torch.nn.Module, got {type(model).__name__}")
     shape = _check_input_shape(input_shape)
+    key = _fingerprint(model)
+    per_model = _CACHE.setdefault(model, {})
+    hit = per_model.get(shape)
+    if hit is not None and hit[0] == key:
+        dag = hit[1]
+    else:
+        dag = _build(model, shape)
+        per_model[shape] = (key, dag)
+    if mask is None:
+        try:
+            mask = Mask.from_model(model)
+        except MaskError:
+            return dag
+        mask = Mask({k: v for k, v in mask.items() if k in dag.param_shapes}, mask.meta)
+    return dag.with_mask(mask)
+
+
+def _build(model: nn.Module, shape: tuple[int, ...]) -> LayeredDAG:
+    """The dense DAG of `model` (no mask): trace, follow the units, check every weight is placed."""
+    from . import ops
+
     gm = _trace(model, ops.is_handled_module)
     weights = prunable_weights(model)
     builder = DagBuilder(gm, weights)
@@ -589,12 +630,6 @@ def to_dag(model: nn.Module, input_shape: Iterable[int], mask: Mask | None = Non
             f"{', '.join(missing[:8])}{' …' if len(missing) > 8 else ''}; pathnet must place every Linear/Conv "
             "weight (a module called outside forward, or a container it could not see into?)")
     constant = tuple(k for k in weights if k in builder.constant_params and k not in placed)
-    dag = LayeredDAG(builder.layers, builder.blocks, builder.outputs, builder.abs_weights, builder.weight_shapes,
-                     constant_params=constant)
-    if mask is None:
-        try:
-            mask = Mask.from_model(model)
-        except MaskError:
-            return dag
-        mask = Mask({k: v for k, v in mask.items() if k in dag.param_shapes}, mask.meta)
-    return dag.with_mask(mask)
+    builder.flat_abs.flags.writeable = False
+    return LayeredDAG(builder.layers, builder.blocks, builder.outputs, builder.abs_weights, builder.weight_shapes,
+                      constant_params=constant, flat=(builder.flat_abs, builder.flat_offsets))

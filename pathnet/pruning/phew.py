@@ -44,7 +44,7 @@ def phew_mask(dag: LayeredDAG, density: float, *, seed: int = 0, bias: str = "ma
     if target > int(net.allowed.sum()):
         raise DensityError(f"density {density} asks for {target:,} weights but the DAG's mask allows only "
                            f"{int(net.allowed.sum()):,}")
-    state = np.zeros(net.num_weights, dtype=np.uint8)
+    state = np.zeros(len(net.absw), dtype=np.uint8)
     rng = np.array([(int(seed) * 0x9E3779B97F4A7C15 + 1) % 2**64], dtype=np.uint64)
     seeds_in = np.arange(dag.layers[0].size, dtype=np.int64)
     out_layer = np.concatenate([np.full(dag.layers[i].size, i) for i in dag.output_layers]).astype(np.int64)
