@@ -13,5 +13,7 @@ from .metrics import Report, analyze  # noqa: E402
 from .pruning import METHODS, prune  # noqa: E402
 from .similarity import Comparison, compare  # noqa: E402
 from .training import imp, instability, train  # noqa: E402
+from .compact import CompactReport, compact  # noqa: E402
 
-__all__ += ["prune", "METHODS", "analyze", "Report", "compare", "Comparison", "train", "imp", "instability"]
+__all__ += ["prune", "METHODS", "analyze", "Report", "compare", "Comparison", "train", "imp", "instability", "compact",
+            "CompactReport"]

@@ -114,6 +114,11 @@ class Report:
     def _layer(self, values: np.ndarray, i: int) -> np.ndarray:
         return values[self._lay_off[i]:self._lay_off[i + 1]]
 
+    def unit_reach(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per layer: (reached from the input, reaches an output) for every unit."""
+        return [(np.isfinite(self._layer(self._log_fwd, i)), np.isfinite(self._layer(self._log_bwd, i)))
+                for i in range(len(self.dag.layers))]
+
     def unit_path_counts(self) -> list[np.ndarray]:
         """Per layer: log10 of the number of input→output paths through each unit (-inf: none)."""
         both = (self._log_fwd + self._log_bwd) / _LN10

@@ -39,3 +39,15 @@ def test_quick_mode_writes_png_and_csv(name, tmp_path):
     with open(tmp_path / f"{name}.csv") as f:
         rows = list(csv.DictReader(f))
     assert rows and COLUMNS[name] <= set(rows[0])
+
+
+def test_compaction_benchmark_quick_mode_writes_png_and_csv(tmp_path):
+    proc = subprocess.run([sys.executable, str(ANALYSIS / "bench_compact.py"), "--quick", "--out", str(tmp_path)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "compaction.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with open(tmp_path / "compaction.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert rows and {"model", "method", "density", "param_ratio", "flop_ratio", "speedup_b1", "speedup_b8",
+                     "max_abs_diff"} <= set(rows[0])
+    assert all(float(r["max_abs_diff"]) < 1e-4 for r in rows)  # the compacted nets compute the same function
