@@ -107,12 +107,40 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def cmd_compact(args) -> int:
+    from safetensors.torch import save_file
+
+    from .compact import compact
+    from .io import atomic_write
+    from .mask import Mask
+
+    model, _, shape = _model_and_data(args)
+    small, mask, rep = compact(model, Mask.load(args.mask), shape)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise PathnetError(f"--out {args.out!r} is a file; give a directory for the compacted model")
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous() for k, v in small.state_dict().items()}
+    atomic_write(out / "weights.safetensors", lambda tmp: save_file(state, tmp))
+    mask.save(out / "mask.safetensors")
+    payload = {**rep.to_dict(), "model": args.model, "input_shape": list(shape), "source_mask": str(args.mask),
+               "seed": args.seed}
+    atomic_write(out / "compaction.json", lambda tmp: Path(tmp).write_text(json.dumps(payload, indent=1)))
+    rows = [f"{r.name:24s} units {r.units_before:>6} → {r.units_after:<6} inputs {r.inputs_before:>6} → "
+            f"{r.inputs_after:<6}" for r in rep.layers]
+    print("\n".join(rows) + f"\nparameters {rep.params_before:,} → {rep.params_after:,} (×{rep.param_ratio:.3f}), "
+          f"multiply-adds {rep.flops_before:,} → {rep.flops_after:,} (×{rep.flop_ratio:.3f}); "
+          f"{rep.units_folded} constant units folded into biases, {rep.units_kept_constant} kept\n"
+          f"wrote {out}/weights.safetensors, mask.safetensors, compaction.json")
+    return 0
+
+
 def _train_kwargs(args) -> dict:
     kw = {k: getattr(args, k) for k in ("lr", "momentum", "weight_decay", "batch_size", "optimizer")
           if getattr(args, k) is not None}
     if args.epochs is not None:
         kw["epochs"] = args.epochs
-    return kw
+    return {**kw, "deterministic": args.deterministic}
 
 
 def cmd_train(args) -> int:
@@ -166,7 +194,8 @@ def cmd_sweep(args) -> int:
 
     cells, overrides = load_grid(args.grid)
     rows = run_sweep(cells, args.run_dir, backend=args.backend, address=args.address, gpus_per_cell=args.gpus_per_cell,
-                     device=args.device, data_root=args.data_root, train_overrides=overrides)
+                     device=args.device, data_root=args.data_root, train_overrides=overrides,
+                     deterministic=args.deterministic)
     print(f"{len(rows)} cells → {args.run_dir}/results.csv")
     for r in rows:
         print(f"  {r['model']:9} {r['dataset']:9} {r['method']:12} {r['density']:<7g} seed {r['seed']}  "
@@ -209,6 +238,12 @@ def _training(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, help="batch size")
     p.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), help="optimiser (default: sgd)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default: CUDA when present)")
+    _deterministic(p)
+
+
+def _deterministic(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--deterministic", action="store_true", help="deterministic algorithms only: the same seed gives "
+                   "bit-identical results (slower; recorded in the result, a resume must match)")
 
 
 def _outputs(p: argparse.ArgumentParser) -> None:
@@ -303,7 +338,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpus-per-cell", type=float, default=0, help="GPUs Ray gives each cell (default: 0)")
     p.add_argument("--device", default="auto", help="device inside each cell (default: auto)")
     p.add_argument("--data-root", help="folder with torchvision datasets")
+    _deterministic(p)
     p.set_defaults(run=cmd_sweep)
+
+    p = sub.add_parser("compact", help="a ticket as a smaller dense network", description="Drop the units no "
+                       "input→output path uses: a smaller dense model with the same function (weights as "
+                       "safetensors; rebuild it with pathnet.compact on the same model and mask).")
+    p.add_argument("mask", help="mask file (.safetensors or .pt)")
+    _common(p)
+    p.add_argument("--out", default="compacted", help="directory for weights, mask and report (default: compacted)")
+    p.set_defaults(run=cmd_compact)
 
     p = sub.add_parser("figures", help="regenerate figures/ with the analysis scripts",
                        description="Run analysis/fig_*.py (full mode unless --quick).")

@@ -66,10 +66,12 @@ def grad_norm(model: torch.nn.Module, mask: Mask, batch: tuple[torch.Tensor, tor
 
 
 def run_cell(cell: Cell, *, device: str = "auto", data_root: str | None = None, progress: bool = False,
-             train_overrides: dict[str, Any] | None = None, mask_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+             train_overrides: dict[str, Any] | None = None, mask_dir: str | os.PathLike | None = None,
+             deterministic: bool = False) -> dict[str, Any]:
     """Run one cell and return its row: the scalar ROW_COLUMNS plus per-layer structure, the
     training history, hyperparameters, mask provenance and versions. With `mask_dir` the mask is
-    saved there as ``<cell key>.safetensors`` (its path in the row's ``mask_path``)."""
+    saved there as ``<cell key>.safetensors`` (its path in the row's ``mask_path``). `deterministic` is
+    passed to training (and recorded in the row)."""
     ds = datasets.get(cell.dataset, root=data_root)
     build = lambda: models.get(cell.model, num_classes=ds.num_classes, input_shape=ds.input_shape,  # noqa: E731
                                seed=cell.seed)
@@ -81,7 +83,7 @@ def run_cell(cell: Cell, *, device: str = "auto", data_root: str | None = None, 
     if cell.method == "imp":  # L levels of at most 20% each, ending exactly at the density
         levels = max(1, math.ceil(math.log(cell.density) / math.log(0.8)))
         result = imp(model, ds, levels=levels, rate=1 - cell.density ** (1 / levels), seed=cell.seed, device=device,
-                     progress=progress, **{**cell.options, **overrides})
+                     progress=progress, deterministic=deterministic, **{**cell.options, **overrides})
         mask, trained, train_seconds = result.masks[-1], result.results[-1], None
         at_init = build()
         at_init.load_state_dict(result.rewind_state)
@@ -95,7 +97,8 @@ def run_cell(cell: Cell, *, device: str = "auto", data_root: str | None = None, 
     norm = grad_norm(at_init.to(resolve_device(device)), mask, datasets.sample_batches(ds.train, 256, seed=cell.seed)[0])
     if cell.method != "imp":
         t1 = time.perf_counter()
-        trained = train(model, mask, ds, seed=cell.seed, device=device, progress=progress, **overrides).to_dict()
+        trained = train(model, mask, ds, seed=cell.seed, device=device, progress=progress,
+                        deterministic=deterministic, **overrides).to_dict()
         train_seconds = time.perf_counter() - t1
     row = {"model": cell.model, "dataset": cell.dataset, "method": cell.method, "density": cell.density,
            "seed": cell.seed, "epochs": trained["hparams"]["duration"], "kept": mask.num_kept,
@@ -108,5 +111,5 @@ def run_cell(cell: Cell, *, device: str = "auto", data_root: str | None = None, 
                       "width": r.width, "effective_width": r.effective_width, "units": r.units}
                      for r in report.layers if r.param is not None]
     row.update(mask_path=mask_path, history=trained["history"], hparams=trained["hparams"], mask_meta=dict(mask.meta),
-               versions=versions(), cell=asdict(cell))
+               deterministic=deterministic, versions=versions(), cell=asdict(cell))
     return row

@@ -176,15 +176,18 @@ def _compare(a: Mask, b: Mask, dag: LayeredDAG | None) -> Comparison:
         out.path_retained_b = _ratio(log_and, rep_b.log10_paths)
         units_a = {r.param: r for r in rep_a.layers if r.param}
         on_a, on_b = rep_a.unit_path_counts(), rep_b.unit_path_counts()
-        for row, e in zip(rows, eff_parts):
-            eff = _measures([e])
+        eff_by_name = dict(zip(rep_a.effective_mask, eff_parts))
+        for row in rows:
+            if row["name"] not in eff_by_name:
+                continue  # a weight no path crosses (dag.constant_params): weight measures only
+            eff = _measures([eff_by_name[row["name"]]])
             row["effective_jaccard"], row["effective_chance_jaccard"] = eff["jaccard"], eff["chance_jaccard"]
             layer = units_a[row["name"]].index
             ua, ub = np.isfinite(on_a[layer]), np.isfinite(on_b[layer])
             row["unit_jaccard"] = overlap_measures(ua, ub)["jaccard"]
             row["degree_wasserstein"] = float(wasserstein_distance(_in_degrees(a[row["name"]]),
                                                                    _in_degrees(b[row["name"]])))
-        out.degree_wasserstein = float(np.mean([r["degree_wasserstein"] for r in rows]))
+        out.degree_wasserstein = float(np.mean([r["degree_wasserstein"] for r in rows if "degree_wasserstein" in r]))
     out.layers = [LayerSimilarity(**r) for r in rows]
     return out
 

@@ -86,13 +86,14 @@ def _cell_path(run_dir: Path, cell: Cell) -> Path:
     return run_dir / "cells" / f"{cell.key()}.json"
 
 
-def _run_and_save(cell: Cell, run_dir: str, device: str, data_root, train_overrides) -> dict:
+def _run_and_save(cell: Cell, run_dir: str, device: str, data_root, train_overrides,
+                  deterministic: bool = False) -> dict:
     import torch
 
     if str(device) in ("auto", "cpu") and not torch.cuda.is_available():
         torch.set_num_threads(1)  # cells run side by side: one thread each (see README)
     row = run_cell(cell, device=device, data_root=data_root, train_overrides=train_overrides,
-                   mask_dir=Path(run_dir) / "masks")
+                   mask_dir=Path(run_dir) / "masks", deterministic=deterministic)
     path = _cell_path(Path(run_dir), cell)
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(row, indent=1, default=str)))
     return row
@@ -100,16 +101,19 @@ def _run_and_save(cell: Cell, run_dir: str, device: str, data_root, train_overri
 
 def run_sweep(cells: Sequence[Cell], run_dir: str | os.PathLike, *, backend: str = "local", address: str | None = None,
               gpus_per_cell: float = 0, cpus_per_cell: float = 1, device: str = "auto", data_root: str | None = None,
-              train_overrides: dict | None = None, progress: bool | None = None) -> list[dict]:
-    """Run the cells not yet finished in `run_dir`; return all rows in grid order."""
+              train_overrides: dict | None = None, progress: bool | None = None,
+              deterministic: bool = False) -> list[dict]:
+    """Run the cells not yet finished in `run_dir`; return all rows in grid order (`deterministic`: train
+    with deterministic algorithms only, see pathnet.training.loop.deterministic_mode)."""
     if backend not in ("local", "ray"):
         raise HparamError(f"backend must be 'local' or 'ray', got {backend!r}")
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write(run_dir / "grid.json", lambda tmp: Path(tmp).write_text(json.dumps(
-        {"cells": [c.key() for c in cells], "train": train_overrides or {}, "versions": versions()}, indent=1)))
+        {"cells": [c.key() for c in cells], "train": train_overrides or {}, "deterministic": deterministic,
+         "versions": versions()}, indent=1)))
     todo = [c for c in cells if not _cell_path(run_dir, c).is_file()]
-    args = (str(run_dir), device, data_root, train_overrides)
+    args = (str(run_dir), device, data_root, train_overrides, deterministic)
     with tqdm(total=len(cells), initial=len(cells) - len(todo), desc="sweep", unit="cell",
               disable=not (progress if progress is not None else os.isatty(2))) as bar:
         if backend == "local":

@@ -9,6 +9,20 @@ import torch  # noqa: E402
 torch.set_num_threads(1)
 
 
+def _devices() -> list[str]:
+    """PATHNET_TEST_DEVICES (comma-separated, e.g. "cpu,cuda"); default: the CPU, and CUDA when present."""
+    listed = [d.strip() for d in os.environ.get("PATHNET_TEST_DEVICES", "").split(",") if d.strip()]
+    return listed or ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.fixture(params=_devices())
+def device(request) -> str:
+    """Each device the tests run on; CUDA ones skip where there is none."""
+    if torch.device(request.param).type == "cuda" and not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    return request.param
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)

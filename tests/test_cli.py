@@ -36,6 +36,26 @@ def test_prune_analyze_compare(tmp_path, capsys):
     assert 0 < cmp["jaccard"] < 1 and cmp["baseline"]["jaccard"]["samples"] == 2 and cmp["path_jaccard"] is not None
 
 
+def test_compact_writes_weights_that_rebuild_the_same_function(tmp_path, capsys):
+    import torch
+    from safetensors.torch import load_file
+
+    mask = tmp_path / "m.safetensors"
+    assert run("prune", "synflow", 0.05, "--model", "lenet300", "--data", "digits", "--out", mask) == 0
+    assert run("compact", mask, "--model", "lenet300", "--data", "digits", "--out", tmp_path / "small") == 0
+    assert "constant units folded" in capsys.readouterr().out
+    report = json.loads((tmp_path / "small" / "compaction.json").read_text())
+    assert report["params_after"] < report["params_before"]
+    model = pn.models.get("lenet300", input_shape=(1, 8, 8), seed=0)  # what the command built
+    small, _, _ = pn.compact(model, pn.Mask.load(mask), (1, 8, 8))
+    small.load_state_dict(load_file(tmp_path / "small" / "weights.safetensors"))
+    masked = pn.Mask.load(mask).apply(model).eval()
+    x = torch.randn(5, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(small.eval()(x), masked(x), atol=1e-5)
+    assert run("compact", mask, "--model", "lenet300", "--data", "digits", "--out", mask) == 2  # a file, not a dir
+
+
 def test_train_imp_instability(tmp_path, capsys):
     mask = tmp_path / "m.safetensors"
     run("prune", "random", 0.3, "--model", "lenet300", "--data", "digits", "--out", mask)
@@ -99,7 +119,7 @@ def test_bad_arguments_give_one_line_and_exit_2(argv, words, tmp_path):
 def test_every_subcommand_has_help():
     parser = cli.build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
-    assert set(sub.choices) == {"demo", "prune", "analyze", "compare", "train", "imp", "instability", "sweep",
-                                "figures"}
+    assert set(sub.choices) == {"demo", "prune", "analyze", "compare", "compact", "train", "imp", "instability",
+                                "sweep", "figures"}
     for name, p in sub.choices.items():
         assert p.description and all(a.help for a in p._actions if a.dest != "help"), name

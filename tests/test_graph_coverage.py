@@ -201,11 +201,16 @@ def test_phew_exact_density_and_every_kept_weight_on_a_path(family):
     torch.manual_seed(0)
     model = build()
     dag = pn.to_dag(model, shape)
-    mask = pn.prune(model, "phew", 0.2, input_shape=shape, seed=0)
-    total = sum(pn.prunable_weights(model)[k].numel() for k in dag.params)
-    assert mask.num_kept == round(0.2 * total)
-    rep = pn.analyze(mask, dag=dag)
+    # Swin-v2's position-bias MLPs (512 hidden units, no path crosses them) stay dense inside the budget:
+    # in this tiny model they are over half the weights
+    density = 0.7 if dag.constant_params else 0.2
+    mask = pn.prune(model, "phew", density, input_shape=shape, seed=0)
+    total = sum(w.numel() for w in pn.prunable_weights(model).values())
+    assert set(mask) == set(pn.prunable_weights(model)) and mask.num_kept == round(density * total)
+    assert all(bool(mask[k].all()) for k in dag.constant_params)
+    rep = pn.analyze(mask, dag=dag)  # the graph's weights: those off every path are not its business
     assert rep.num_effective == rep.num_kept and not rep.layer_collapse
+    assert pn.compare(mask, pn.prune(model, "random", density, seed=0), dag=dag).jaccard > 0
 
 
 def test_attention_in_projection_is_one_prunable_weight_of_three_blocks():

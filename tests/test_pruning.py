@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -124,8 +125,9 @@ def test_synflow_avoids_layer_collapse_on_vgg16(models):
     assert not pn.analyze(mask, model, (3, 32, 32)).layer_collapse
 
 
-def test_keep_top_is_exact_with_ties_and_never_revives():
-    scores = {"a": torch.zeros(10, 10), "b": torch.ones(5, 4)}  # massive ties
+def test_keep_top_is_exact_with_ties_and_never_revives(device):
+    on = lambda scores: {k: v.to(device) for k, v in scores.items()}  # noqa: E731
+    scores = on({"a": torch.zeros(10, 10), "b": torch.ones(5, 4)})  # massive ties
     for density in (0.05, 0.3, 0.5, 0.77):
         m = keep_top(scores, density, seed=0)
         assert m.num_kept == round(density * 120)
@@ -133,14 +135,73 @@ def test_keep_top_is_exact_with_ties_and_never_revives():
         assert lw.num_kept == round(density * 120)
         assert abs(int(lw["a"].sum()) - density * 100) <= 1 and abs(int(lw["b"].sum()) - density * 20) <= 1
     assert keep_top(scores, 0.3, seed=0) != keep_top(scores, 0.3, seed=1)  # ties broken by the seed
-    current = keep_top({"a": torch.rand(10, 10), "b": torch.rand(5, 4)}, 0.5, seed=0)
-    favour_pruned = {k: (~m).double() for k, m in current.items()}  # the pruned weights now score highest
+    current = keep_top(on({"a": torch.rand(10, 10), "b": torch.rand(5, 4)}), 0.5, seed=0)
+    favour_pruned = on({k: (~m).double() for k, m in current.items()})  # the pruned weights now score highest
     inner = keep_top(favour_pruned, 0.2, current=current, seed=0)
     assert (inner & ~current).num_kept == 0 and inner.num_kept == 24
     with pytest.raises(DensityError, match="remain unpruned"):
         keep_top(scores, 0.6, current=current)
     with pytest.raises(WeightError, match="NaN"):
-        keep_top({"a": torch.tensor([1.0, float("nan")])}, 0.5)
+        keep_top(on({"a": torch.tensor([1.0, float("nan")])}), 0.5)
+
+
+def _numpy_keep_top(scores, density, scope, current, seed):
+    """The selection keep_top made on the host (numpy, float64) before it ran on the scores' device."""
+    from pathnet.pruning.threshold import allocate
+
+    names = list(scores)
+    sizes = np.array([scores[k].numel() for k in names])
+    alive = [np.flatnonzero(current[k].reshape(-1).numpy()) if current is not None else np.arange(n)
+             for k, n in zip(names, sizes)]
+    values = [scores[k].double().reshape(-1).numpy()[idx] for k, idx in zip(names, alive)]
+    rng = np.random.default_rng(seed)
+
+    def top(v, k):
+        if k >= v.size or k <= 0:
+            return np.arange(v.size) if k > 0 else np.zeros(0, dtype=np.int64)
+        kth = np.partition(v, v.size - k)[v.size - k]
+        above = np.flatnonzero(v > kth)
+        return np.concatenate([above, rng.permutation(np.flatnonzero(v == kth))[: k - above.size]])
+
+    n_keep, room = round(density * sizes.sum()), np.array([len(i) for i in alive])
+    if scope == "global":
+        chosen, offsets = top(np.concatenate(values), n_keep), np.concatenate([[0], np.cumsum(room)])
+        picks = [chosen[(chosen >= offsets[i]) & (chosen < offsets[i + 1])] - offsets[i] for i in range(len(names))]
+    else:
+        picks = [top(v, int(c)) for v, c in zip(values, allocate(np.minimum(density * sizes, room), room, n_keep))]
+    out = {}
+    for k, idx, pick in zip(names, alive, picks):
+        keep = np.zeros(scores[k].numel(), dtype=bool)
+        keep[idx[pick]] = True
+        out[k] = torch.from_numpy(keep.reshape(scores[k].shape))
+    return pn.Mask(out)
+
+
+@pytest.mark.parametrize("scope", ["global", "layerwise"])
+def test_keep_top_picks_what_the_numpy_selection_picked(device, scope):
+    """Oracle: the host numpy selection keep_top used before (the same seed breaks ties the same way)."""
+    g = torch.Generator().manual_seed(0)
+    scores = {"a": torch.randint(0, 6, (30, 20), generator=g).float(),  # ties at every cut
+              "b": torch.rand(7, 3, 3, 3, generator=g).double(), "c": torch.randn(50, generator=g).abs().half()}
+    current = _numpy_keep_top(scores, 0.6, scope, None, seed=9)
+    for density, cur, seed in [(0.3, None, 0), (0.1, None, 5), (0.25, current, 1), (0.6, current, 2)]:
+        expected = _numpy_keep_top(scores, density, scope, cur, seed)
+        got = keep_top({k: v.to(device) for k, v in scores.items()}, density, scope=scope, current=cur, seed=seed)
+        assert got == expected and got.num_kept == round(density * got.num_total)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_keep_top_gives_the_same_mask_on_cpu_and_cuda():
+    """Invariant: the scores' device does not change the mask (SynFlow scores of VGG-16, and rounded ones with ties)."""
+    model = pn.models.get("vgg16", seed=0)
+    scores = synflow_scores(linearized(model), input_shape=(3, 32, 32))
+    rounded = {k: (v / v.max()).mul(100).round() for k, v in scores.items()}
+    for s in (scores, rounded):
+        for scope in ("global", "layerwise"):
+            cpu = keep_top(s, 0.05, scope=scope, seed=3)
+            assert keep_top({k: v.cuda() for k, v in s.items()}, 0.05, scope=scope, seed=3) == cpu
+            inner = keep_top(s, 0.01, scope=scope, current=cpu, seed=4)
+            assert keep_top({k: v.cuda() for k, v in s.items()}, 0.01, scope=scope, current=cpu, seed=4) == inner
 
 
 def test_schedules():

@@ -223,6 +223,11 @@ class LayeredDAG:
         return {p: self._weight_shapes[p] for p in self.params}
 
     @property
+    def constant_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Shape of every prunable weight that no path crosses (``constant_params``)."""
+        return {p: self._weight_shapes[p] for p in self.constant_params}
+
+    @property
     def num_weights(self) -> int:
         """Number of prunable weight entries (each shared weight counted once)."""
         return sum(math.prod(s) for s in self.param_shapes.values())

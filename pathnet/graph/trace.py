@@ -630,6 +630,7 @@ def _build(model: nn.Module, shape: tuple[int, ...]) -> LayeredDAG:
             f"{', '.join(missing[:8])}{' …' if len(missing) > 8 else ''}; pathnet must place every Linear/Conv "
             "weight (a module called outside forward, or a container it could not see into?)")
     constant = tuple(k for k in weights if k in builder.constant_params and k not in placed)
+    builder.weight_shapes.update((k, tuple(weights[k].shape)) for k in constant)
     builder.flat_abs.flags.writeable = False
     return LayeredDAG(builder.layers, builder.blocks, builder.outputs, builder.abs_weights, builder.weight_shapes,
                       constant_params=constant, flat=(builder.flat_abs, builder.flat_offsets))

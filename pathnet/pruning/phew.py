@@ -19,6 +19,7 @@ import time
 import warnings
 
 import numpy as np
+import torch
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -40,7 +41,13 @@ def phew_mask(dag: LayeredDAG, density: float, *, seed: int = 0, bias: str = "ma
         raise ValueError(f"kernel must be 'weight' (one entry per kernel crossing) or 'whole', got {kernel!r}")
     t0 = time.perf_counter()
     net = FlatNetwork(dag)
-    target = weight_budget(net.num_weights, density)
+    # weights no path crosses (Swin-v2's position-bias MLP) stay dense, inside the budget
+    constant = {k: torch.ones(s, dtype=torch.bool) for k, s in dag.constant_shapes.items()}
+    n_constant = sum(m.numel() for m in constant.values())
+    target = weight_budget(net.num_weights + n_constant, density) - n_constant
+    if target < 1:
+        raise DensityError(f"density {density} keeps fewer weights than the {n_constant:,} that no path crosses "
+                           f"({', '.join(constant)}), which PHEW keeps dense; ask for more")
     if target > int(net.allowed.sum()):
         raise DensityError(f"density {density} asks for {target:,} weights but the DAG's mask allows only "
                            f"{int(net.allowed.sum()):,}")
@@ -97,6 +104,9 @@ def phew_mask(dag: LayeredDAG, density: float, *, seed: int = 0, bias: str = "ma
     meta = {"method": "phew", "density": float(density), "seed": int(seed), "bias": bias, "kernel": kernel,
             "kept": int(kept), "walks": int(stats[0]), "set_aside": int(stats[1]), "bridged": bridged,
             "single_entry": single, "dangling": dangling, "seconds": round(time.perf_counter() - t0, 4)}
+    if constant:
+        meta["dense_constant_params"] = list(constant)
+        return Mask({**net.to_mask(state, meta), **constant}, meta)
     return net.to_mask(state, meta)
 
 

@@ -2,7 +2,9 @@
 
 Ties are broken by a seeded random order (never by "≤ threshold", which over- or under-prunes
 when scores repeat), weights a current mask already pruned are never revived, and layerwise
-budgets add up to the global one exactly. Also the iterative density schedules.
+budgets add up to the global one exactly. Selection runs where the scores are (iterative SynFlow
+or SNIP on a GPU never copies scores to the host); only the tie order is drawn on the host, from
+the seed, so a mask is the same on every device. Also the iterative density schedules.
 """
 
 from __future__ import annotations
@@ -39,17 +41,85 @@ def allocate(targets: np.ndarray, sizes: np.ndarray, total: int) -> np.ndarray:
     return counts
 
 
-def _top_k(values: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
-    """Positions of exactly k largest values; ties at the cut drawn at random."""
-    n = values.size
-    if k >= n:
-        return np.arange(n)
-    if k <= 0:
-        return np.zeros(0, dtype=np.int64)
-    kth = np.partition(values, n - k)[n - k]
-    above = np.flatnonzero(values > kth)
-    tied = np.flatnonzero(values == kth)
-    return np.concatenate([above, rng.permutation(tied)[: k - above.size]])
+# The few array operations selection needs, on torch tensors where they live. On the CPU they run as
+# numpy on zero-copy views: for these, numpy is 3-8x faster than torch's CPU kernels (VGG-16's 14.7M
+# scores, one thread); elsewhere (CUDA) they are torch's, on the device.
+
+def _np(t: torch.Tensor) -> np.ndarray | None:
+    return t.numpy() if t.device.type == "cpu" else None
+
+
+def _flatnonzero(flags: torch.Tensor) -> torch.Tensor:
+    """Positions of the True entries of a 1-d bool tensor."""
+    a = _np(flags)
+    return torch.from_numpy(np.flatnonzero(a)) if a is not None else flags.nonzero().squeeze(1)
+
+
+def _count(flags: torch.Tensor) -> int:
+    a = _np(flags)
+    return int(np.count_nonzero(a)) if a is not None else int(flags.sum())
+
+
+def _take(values: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """values[idx]."""
+    a = _np(values)
+    return torch.from_numpy(a[idx.numpy()]) if a is not None else values[idx]
+
+
+def _put(target: torch.Tensor, idx: torch.Tensor, value: torch.Tensor | bool) -> torch.Tensor:
+    """target[idx] = value, in place; returns target."""
+    a = _np(target)
+    if a is not None:
+        a[idx.numpy()] = value.numpy() if isinstance(value, torch.Tensor) else value
+    else:
+        target[idx] = value
+    return target
+
+
+def _cat(values: list[torch.Tensor]) -> torch.Tensor:
+    """One flat tensor (dtypes promoted as torch.cat does: float32 with float64 gives float64, exactly)."""
+    if values[0].device.type == "cpu":
+        return torch.from_numpy(np.concatenate([_np(v) for v in values]))
+    return torch.cat(values)
+
+
+def _has_nan(values: list[torch.Tensor]) -> list[bool]:
+    if values[0].device.type == "cpu":
+        return [bool(np.isnan(_np(v)).any()) for v in values]
+    return torch.stack([v.isnan().any() for v in values]).tolist()  # one synchronisation
+
+
+def _kth_largest(values: torch.Tensor, k: int) -> torch.Tensor:
+    """The k-th largest of a 1-d tensor (1 ≤ k ≤ n) as a 0-d tensor on its device, by selection, not sorting."""
+    n = values.numel()
+    a = _np(values)
+    if a is not None:
+        return torch.as_tensor(np.partition(a, n - k)[n - k])
+    if k <= n - k + 1:
+        return torch.topk(values, k, sorted=False).values.min()
+    return torch.topk(values, n - k + 1, largest=False, sorted=False).values.max()
+
+
+def _top_k(values: torch.Tensor, k: int, rng: np.random.Generator) -> torch.Tensor:
+    """Keep-flags for exactly the k largest values; ties at the cut drawn at random by `rng`.
+
+    Runs where `values` live; only the tie order (a permutation of the tied count) is drawn on
+    the host, so a seed picks the same weights on every device.
+    """
+    n = values.numel()
+    if k >= n or k <= 0:
+        return torch.full((n,), k > 0, dtype=torch.bool, device=values.device)
+    kth = _kth_largest(values, k)
+    keep = values > kth
+    tied = _flatnonzero(values == kth)
+    order = torch.from_numpy(rng.permutation(tied.numel())[: k - _count(keep)]).to(values.device)
+    return _put(keep, _take(tied, order), True)
+
+
+def _comparable(s: torch.Tensor) -> torch.Tensor:
+    """Scores as a flat float32/float64 tensor: other dtypes become float64 (exact for all of them up to 2^53)."""
+    s = s.detach().reshape(-1)
+    return s if s.dtype in (torch.float32, torch.float64) else s.to(torch.float64)
 
 
 def keep_top(scores: Mapping[str, torch.Tensor], density: float, *, scope: str = "global",
@@ -58,38 +128,39 @@ def keep_top(scores: Mapping[str, torch.Tensor], density: float, *, scope: str =
 
     `scope="layerwise"` keeps the same fraction in every layer (counts allocated so they add up
     exactly). Weights `current` has pruned are never kept again (only the unpruned compete).
+    Selection runs on the scores' device (that of the first entry); the mask returned is on the
+    CPU and, for the same scores and seed, the same on every device.
     """
     check_density(density)
     if scope not in ("global", "layerwise"):
         raise ValueError(f"scope must be 'global' or 'layerwise', got {scope!r}")
     names = list(scores)
+    device = scores[names[0]].device
     sizes = np.array([scores[k].numel() for k in names])
     n_keep = budget(int(sizes.sum()), density)
-    alive, values = [], []  # per layer: the positions that may be kept and their scores
+    alive, values = [], []  # per layer: the positions that may be kept (None: all) and their scores
     for k in names:
-        s = scores[k].detach().to("cpu", torch.float64).reshape(-1).numpy()
-        idx = np.flatnonzero(current[k].reshape(-1).numpy()) if current is not None else np.arange(s.size)
-        v = s[idx]
-        if np.isnan(v).any():
-            raise WeightError(f"scores for {k!r} contain NaN; check the model's weights and the data")
+        s = _comparable(scores[k].to(device))
+        idx = _flatnonzero(current[k].reshape(-1).to(device)) if current is not None else None
         alive.append(idx)
-        values.append(v)
-    room = np.array([len(i) for i in alive])
+        values.append(s if idx is None else _take(s, idx))
+    nan = _has_nan(values)
+    if any(nan):
+        raise WeightError(f"scores for {names[nan.index(True)]!r} contain NaN; check the model's weights and the data")
+    room = np.array([v.numel() for v in values])
     if n_keep > room.sum():
         raise DensityError(f"density {density} keeps {n_keep:,} weights but only {int(room.sum()):,} remain unpruned")
     rng = np.random.default_rng(seed)
     if scope == "global":
-        chosen = _top_k(np.concatenate(values), n_keep, rng)
-        offsets = np.concatenate([[0], np.cumsum(room)])
-        picks = [chosen[(chosen >= offsets[i]) & (chosen < offsets[i + 1])] - offsets[i] for i in range(len(names))]
+        keeps = _top_k(_cat(values), n_keep, rng).split(room.tolist())
     else:
         counts = allocate(np.minimum(density * sizes, room), room, n_keep)
-        picks = [_top_k(v, int(c), rng) for v, c in zip(values, counts)]
+        keeps = [_top_k(v, int(c), rng) for v, c in zip(values, counts)]
     out = {}
-    for k, idx, pick in zip(names, alive, picks):
-        keep = np.zeros(scores[k].numel(), dtype=bool)
-        keep[idx[pick]] = True
-        out[k] = torch.from_numpy(keep.reshape(scores[k].shape))
+    for k, idx, keep in zip(names, alive, keeps):
+        if idx is not None:
+            keep = _put(torch.zeros(scores[k].numel(), dtype=torch.bool, device=device), idx, keep)
+        out[k] = keep.reshape(scores[k].shape)
     return Mask(out, meta)
 
 

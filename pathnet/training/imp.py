@@ -6,7 +6,8 @@ keeps the top (1 − rate) of the weights level L−1 kept, scored by `criterion
 default; any score of pathnet.pruning.saliency) on the weights at the end of training, at the
 rewind point or at initialisation; rewinds every weight and buffer to step k, applies the mask
 and retrains from step k to the end of the same schedule. With `run_dir` each level writes its
-mask, checkpoints and result; a killed run resumes at the level and step it reached.
+mask, checkpoints and result; a killed run resumes at the level and step it reached. With
+`deterministic=True`, scoring and every level's training run in :func:`deterministic_mode`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from ..hparams import Step
 from ..mask import Mask
 from ..pruning.saliency import prune_by_scores
 from ..io import atomic_write
-from .loop import Callback, TrainState, as_dataset, train
+from .loop import Callback, TrainState, as_dataset, deterministic_mode, train
 
 __all__ = ["imp", "IMPResult"]
 
@@ -79,55 +80,57 @@ def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def imp(model: nn.Module, data: Any = "digits", *, levels: int = 3, rate: float = 0.2, rewind: str | int = "0it",
         criterion: str = "magnitude", score_at: str = "end", run_dir: str | os.PathLike | None = None, seed: int = 0,
-        samples: int = 128, **train_kwargs) -> IMPResult:
+        samples: int = 128, deterministic: bool = False, **train_kwargs) -> IMPResult:
     """Run `levels` rounds of IMP with rewinding to `rewind` (a step: "0it", "500it", "1ep")."""
     if not 0 < rate < 1:
         raise HparamError(f"rate is the fraction of remaining weights pruned per level: in (0, 1), got {rate}")
     if score_at not in ("end", "rewind", "init"):
         raise HparamError(f"score_at must be 'end', 'rewind' or 'init', got {score_at!r}")
-    ds = as_dataset(data)
-    root = Path(run_dir) if run_dir is not None else None
-    init_state = _cpu_state(model)
-    user_callbacks = tuple(train_kwargs.pop("callbacks", ()))
-    masks: list[Mask] = [Mask.ones(model).with_meta(method="imp", level=0, density=1.0)]
-    results, accuracy, finals = [], [], []
-    rewind_state, k = None, 0
-    for level in range(levels + 1):
-        level_dir = root / f"level_{level:02d}" if root is not None else None
-        if level > 0:
-            mask_path = level_dir / "mask.safetensors" if level_dir is not None else None
-            if mask_path is not None and mask_path.is_file():
-                mask = Mask.load(mask_path)
-            else:
-                scored = copy.deepcopy(model)
-                scored.load_state_dict({"end": finals[-1] if finals else init_state, "rewind": rewind_state,
-                                        "init": init_state}[score_at])
-                mask = prune_by_scores(scored, criterion, (1 - rate) ** level, data=ds.train, seed=seed,
-                                       current=masks[-1], iterations=1, samples=samples)
-                mask = mask.with_meta(method="imp", level=level, criterion=criterion, score_at=score_at, rate=rate,
-                                      density=mask.density)
-                if mask_path is not None:
-                    mask.save(mask_path)
-            masks.append(mask)
-            model.load_state_dict(rewind_state)
-        capture = None
-        if level == 0:
-            saved = root / "rewind.pt" if root is not None else None
-            if saved is not None and saved.is_file():
-                payload = torch.load(saved, weights_only=True)
-                k, rewind_state = payload["step"], payload["state"]
-            else:
-                capture = _CaptureAt(rewind, saved)
-        result = train(model, masks[level], ds, seed=seed, run_dir=level_dir, start_step=k if level else 0,
-                       callbacks=user_callbacks + ((capture,) if capture else ()), **train_kwargs)
-        if capture is not None:
-            k, rewind_state = capture.step, capture.state
-        results.append(result.to_dict())
-        accuracy.append(result.test_accuracy)
-        finals.append(result.state_dict)
+    with deterministic_mode(deterministic):
+        ds = as_dataset(data)
+        root = Path(run_dir) if run_dir is not None else None
+        init_state = _cpu_state(model)
+        user_callbacks = tuple(train_kwargs.pop("callbacks", ()))
+        masks: list[Mask] = [Mask.ones(model).with_meta(method="imp", level=0, density=1.0)]
+        results, accuracy, finals = [], [], []
+        rewind_state, k = None, 0
+        for level in range(levels + 1):
+            level_dir = root / f"level_{level:02d}" if root is not None else None
+            if level > 0:
+                mask_path = level_dir / "mask.safetensors" if level_dir is not None else None
+                if mask_path is not None and mask_path.is_file():
+                    mask = Mask.load(mask_path)
+                else:
+                    scored = copy.deepcopy(model)
+                    scored.load_state_dict({"end": finals[-1] if finals else init_state, "rewind": rewind_state,
+                                            "init": init_state}[score_at])
+                    mask = prune_by_scores(scored, criterion, (1 - rate) ** level, data=ds.train, seed=seed,
+                                           current=masks[-1], iterations=1, samples=samples)
+                    mask = mask.with_meta(method="imp", level=level, criterion=criterion, score_at=score_at, rate=rate,
+                                          density=mask.density)
+                    if mask_path is not None:
+                        mask.save(mask_path)
+                masks.append(mask)
+                model.load_state_dict(rewind_state)
+            capture = None
+            if level == 0:
+                saved = root / "rewind.pt" if root is not None else None
+                if saved is not None and saved.is_file():
+                    payload = torch.load(saved, map_location="cpu", weights_only=True)
+                    k, rewind_state = payload["step"], payload["state"]
+                else:
+                    capture = _CaptureAt(rewind, saved)
+            result = train(model, masks[level], ds, seed=seed, run_dir=level_dir, start_step=k if level else 0,
+                           callbacks=user_callbacks + ((capture,) if capture else ()), deterministic=deterministic,
+                           **train_kwargs)
+            if capture is not None:
+                k, rewind_state = capture.step, capture.state
+            results.append(result.to_dict())
+            accuracy.append(result.test_accuracy)
+            finals.append(result.state_dict)
     if root is not None:
         summary = {"levels": levels, "rate": rate, "rewind_step": k, "criterion": criterion, "score_at": score_at,
-                   "densities": [m.density for m in masks], "accuracy": accuracy}
+                   "deterministic": deterministic, "densities": [m.density for m in masks], "accuracy": accuracy}
         atomic_write(root / "imp.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=1)))
     return IMPResult(masks, accuracy, results, k, rewind_state, init_state, finals)
 

@@ -4,7 +4,8 @@ Two copies start from the same rewound state and train with different data order
 noise; the error is measured at evenly spaced points on the line between the two trained
 networks (mask applied; BN statistics recomputed on a few training batches at each point). The
 barrier is the largest error on the path minus the mean of the two endpoint errors; a ticket is
-*stable* when it is below 2%.
+*stable* when it is below 2%. With `deterministic=True`, training and the measurements run in
+:func:`~pathnet.training.loop.deterministic_mode`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import torch
 from torch import nn
 
 from ..mask import Mask
-from .loop import TrainResult, as_dataset, batches, evaluate, resolve_device, train
+from .loop import (DeviceData, TrainResult, as_dataset, batches, deterministic_mode, evaluate, resolve_device,
+                   train)
 
 __all__ = ["instability", "Instability", "interpolate"]
 
@@ -41,7 +43,8 @@ class Instability:
     def to_dict(self) -> dict[str, Any]:
         return {"alphas": self.alphas, "test_error": self.test_error, "train_error": self.train_error,
                 "barrier": self.barrier, "train_barrier": self.train_barrier, "stable": self.stable,
-                "endpoint_accuracy": [e.test_accuracy for e in self.endpoints]}
+                "endpoint_accuracy": [e.test_accuracy for e in self.endpoints],
+                "deterministic": self.endpoints[0].deterministic}
 
 
 def interpolate(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], alpha: float) -> dict[str, torch.Tensor]:
@@ -72,31 +75,37 @@ def _recompute_bn(model: nn.Module, dataset, device, n_batches: int, batch_size:
 
 def instability(model: nn.Module, mask: Mask | None, data: Any = "digits", *, rewind_state: dict | None = None,
                 seeds: Sequence[int] = (0, 1), alphas: int = 30, start_step: int | str = 0, bn_batches: int = 4,
-                train_subset: int = 1000, device: str = "auto", **train_kwargs) -> Instability:
+                train_subset: int = 1000, device: str = "auto", deterministic: bool = False,
+                **train_kwargs) -> Instability:
     """Train two copies from `rewind_state` (default: the model's current state) with data-order seeds
     `seeds`, then measure the error along the line between them."""
     ds = as_dataset(data)
     dev = resolve_device(device)
     start = {k: v.detach().clone() for k, v in (rewind_state or model.state_dict()).items()}
-    ends = []
-    for seed in seeds:
-        copy_ = copy.deepcopy(model)
-        copy_.load_state_dict(start)
-        ends.append(train(copy_, mask, ds, seed=seed, start_step=start_step, device=device, **train_kwargs))
-    probe = copy.deepcopy(model).to(dev)
-    train_part = torch.utils.data.Subset(ds.train, range(min(train_subset, len(ds.train))))
-    train_part = _as_tensors(train_part)
-    grid = np.linspace(0.0, 1.0, alphas).tolist()
-    test_err, train_err = [], []
-    bn = _has_batchnorm(probe)
-    for alpha in grid:
-        probe.load_state_dict(interpolate(ends[0].state_dict, ends[1].state_dict, alpha))
-        if mask is not None:
-            mask.apply(probe)
-        if bn:
-            _recompute_bn(probe, ds.train, dev, bn_batches, train_kwargs.get("batch_size", 128))
-        test_err.append(1 - evaluate(probe, ds.test, dev)[1])
-        train_err.append(1 - evaluate(probe, train_part, dev)[1])
+    with deterministic_mode(deterministic):
+        ends = []
+        for seed in seeds:
+            copy_ = copy.deepcopy(model)
+            copy_.load_state_dict(start)
+            ends.append(train(copy_, mask, ds, seed=seed, start_step=start_step, device=device,
+                              deterministic=deterministic, **train_kwargs))
+        probe = copy.deepcopy(model).to(dev)
+        on_device = DeviceData(dev)  # each set copied once for all the points
+        test, train_set = on_device(ds.test), on_device(ds.train)
+        subset = torch.utils.data.Subset(ds.train, range(min(train_subset, len(ds.train))))
+        train_part = on_device(_as_tensors(subset))
+        a, b = ({k: v.to(dev) for k, v in end.state_dict.items()} for end in ends)
+        grid = np.linspace(0.0, 1.0, alphas).tolist()
+        test_err, train_err = [], []
+        bn = _has_batchnorm(probe)
+        for alpha in grid:
+            probe.load_state_dict(interpolate(a, b, alpha))
+            if mask is not None:
+                mask.apply(probe)
+            if bn:
+                _recompute_bn(probe, train_set, dev, bn_batches, train_kwargs.get("batch_size", 128))
+            test_err.append(1 - evaluate(probe, test, dev)[1])
+            train_err.append(1 - evaluate(probe, train_part, dev)[1])
 
     def barrier(err):
         return float(max(err) - (err[0] + err[-1]) / 2)
