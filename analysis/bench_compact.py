@@ -71,12 +71,16 @@ def run(models, densities, methods, batches, repeat, data_root) -> list[dict]:
                 mask = pn.prune(model, method, d, input_shape=shape, data=data, seed=0)
                 masked = copy.deepcopy(model)
                 mask.apply(masked)
+                if pn.analyze(mask, model, shape).layer_collapse:  # no path: nothing to compact, nothing to time
+                    rows.append({"model": name, "method": method, "density": d, "collapsed": True})
+                    print(f"{name:9s} {method:9s} {d:5.0%}  layer collapse: no input→output path", flush=True)
+                    continue
                 small, _, rep = pn.compact(model, mask, shape)
                 small.eval()
                 with torch.no_grad():
                     err = float((masked(inputs[batches[0]]) - small(inputs[batches[0]])).abs().max())
-                row = {"model": name, "method": method, "density": d, "scored_on": data_name if method == "snip"
-                       else "-", "params_before": rep.params_before, "params_after": rep.params_after,
+                row = {"model": name, "method": method, "density": d, "collapsed": False,
+                       "scored_on": data_name if method == "snip" else "-", "params_before": rep.params_before, "params_after": rep.params_after,
                        "flops_before": rep.flops_before, "flops_after": rep.flops_after,
                        "param_ratio": rep.param_ratio, "flop_ratio": rep.flop_ratio, "max_abs_diff": err,
                        "units_folded": rep.units_folded, "units_kept_constant": rep.units_kept_constant}
@@ -99,7 +103,8 @@ def plot(rows, batches, out: Path) -> None:
                              squeeze=False)
     for i, model in enumerate(models):
         for method in dict.fromkeys(r["method"] for r in rows):
-            pts = sorted((r for r in rows if r["model"] == model and r["method"] == method), key=lambda r: r["density"])
+            pts = sorted((r for r in rows if r["model"] == model and r["method"] == method and not r["collapsed"]),
+                         key=lambda r: r["density"])
             x = [r["density"] for r in pts]
             axes[i, 0].plot(x, [1 / r["flop_ratio"] for r in pts], "o-", color=COLORS[method], label=method, ms=3)
             for j, b in enumerate(batches, 1):
@@ -118,8 +123,8 @@ def plot(rows, batches, out: Path) -> None:
     fig.tight_layout()
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "compaction.png", lambda tmp: fig.savefig(tmp, dpi=130, format="png"))
-    keys = list(rows[0])
-    text = "\n".join([",".join(keys)] + [",".join(str(r[k]) for k in keys) for r in rows]) + "\n"
+    keys = list(next(r for r in rows if not r["collapsed"]))
+    text = "\n".join([",".join(keys)] + [",".join(str(r.get(k, "")) for k in keys) for r in rows]) + "\n"
     atomic_write(out / "compaction.csv", lambda tmp: Path(tmp).write_text(text))
     print(f"wrote {out / 'compaction.png'} and .csv")
 
