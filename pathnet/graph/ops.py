@@ -76,14 +76,21 @@ def lookup(node: torch.fx.Node, b: DagBuilder) -> Handler | None:
         return None
 
 
-def is_token_op(node: torch.fx.Node, gm) -> bool | None:
-    """True for a Linear-like weight op, False for a convolution, None for anything else."""
+def input_width(node: torch.fx.Node, gm) -> tuple[bool, int] | None:
+    """For a weight op: (whether it reads its input's last axis, like a Linear, the width it reads);
+    None for any other op."""
     if node.op == "call_module":
         m = gm.get_submodule(node.target)
-        if isinstance(m, (nn.Linear, nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerEncoder)):
-            return True
+        if isinstance(m, nn.Linear):
+            return True, m.in_features
+        if isinstance(m, nn.MultiheadAttention):
+            return True, m.embed_dim
+        if isinstance(m, nn.TransformerEncoderLayer):
+            return True, m.self_attn.embed_dim
+        if isinstance(m, nn.TransformerEncoder):
+            return True, m.layers[0].self_attn.embed_dim
         if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
-            return False
+            return False, m.in_channels
     return None
 
 

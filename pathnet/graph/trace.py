@@ -525,17 +525,14 @@ def _check_input_shape(input_shape: Any) -> tuple[int, ...]:
     return shape
 
 
-def _first_weight_axis(gm: torch.fx.GraphModule, is_token_op, shape: tuple[int, ...]) -> int | None:
+def _first_weight_axis(gm: torch.fx.GraphModule, input_width, shape: tuple[int, ...]) -> int | None:
     """-1 when the first weight op of the graph is a Linear-like op reading the input's last axis (token
     inputs (L, C)): the input's units are then that axis."""
     for node in gm.graph.nodes:
-        verdict = is_token_op(node, gm)
-        if verdict is not None:
-            m = gm.get_submodule(node.target)
-            width = getattr(m, "in_features", None) or getattr(m, "embed_dim", None) or getattr(
-                getattr(m, "self_attn", None) or getattr(getattr(m, "layers", [None])[0], "self_attn", None),
-                "embed_dim", None)
-            return -1 if verdict and len(shape) > 1 and width == shape[-1] else None
+        reads = input_width(node, gm)
+        if reads is not None:
+            last, width = reads
+            return -1 if last and len(shape) > 1 and width == shape[-1] else None
     return None
 
 
@@ -603,7 +600,7 @@ def _build(model: nn.Module, shape: tuple[int, ...]) -> LayeredDAG:
             prop = _ShapeProp(gm)
             prop.run(example)
             stage = "following units through"
-            interp = _Interpreter(gm, builder, ops.lookup, _first_weight_axis(gm, ops.is_token_op, shape))
+            interp = _Interpreter(gm, builder, ops.lookup, _first_weight_axis(gm, ops.input_width, shape))
             interp.run(example)
     except PathnetError as e:  # torch.fx appends the failing node to the message: keep one line
         raise type(e)(str(e).split("\n")[0]) from None
