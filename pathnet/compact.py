@@ -29,7 +29,7 @@ import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import GraphError
+from .errors import ArgumentTypeError, GraphError
 from .graph import to_dag
 from .graph.ops import _ELEMENTWISE_FUNCTIONS, _ELEMENTWISE_METHODS, _ELEMENTWISE_MODULES, is_handled_module
 from .graph.trace import _trace
@@ -227,7 +227,7 @@ def compact(model: nn.Module, mask: Mask, input_shape: Sequence[int], *, example
     decide which constant units fold into biases.
     """
     if not isinstance(mask, Mask):
-        raise TypeError(f"compact expects a pathnet.Mask, got {type(mask).__name__}")
+        raise ArgumentTypeError(f"compact expects a pathnet.Mask, got {type(mask).__name__}")
     full = mask.complete(model)
     dag = to_dag(model, input_shape, mask=full)
     report = Report(dag)

@@ -18,7 +18,11 @@ import numpy as np
 from . import data as datasets, models
 from .experiment import Cell, run_cell
 from .mask import Mask
-from .pruning import prune
+from .errors import check_density, check_int, check_seed
+from .mask import prunable_weights as pn_weights
+from .pruning import METHODS as _REGISTRY, budget, prune
+from .run import check_run_dir
+from .training.loop import resolve_device
 from .similarity import compare
 from .training import train
 from .io import atomic_write
@@ -41,8 +45,23 @@ def _lottery_reference(model_name: str, dataset: str, density: float, epochs: in
 
 def run_demo(out_dir: str = "runs/demo", *, density: float = 0.05, epochs: int | None = None, device: str = "auto",
              seed: int = 0, networks=NETWORKS, methods=METHODS, progress: bool = True) -> list[dict]:
-    """Run the demo into `out_dir`; return its rows."""
-    out = Path(out_dir)
+    """Run the demo into `out_dir`; return its rows. Every argument is checked before any work."""
+    check_density(density)
+    check_seed(seed)
+    if epochs is not None:
+        check_int("epochs", epochs, min=1)
+    resolve_device(device)
+    out = check_run_dir(out_dir)
+    for model_name, dataset, default_epochs in networks:
+        models.MODELS[model_name]
+        datasets.DATASETS[dataset]
+        check_int("epochs", default_epochs, min=1)
+    for method in methods:
+        _REGISTRY[method]
+    for model_name, dataset, _ in networks:  # the budget: round(density · N) ≥ 1 on every network
+        ds = datasets.get(dataset)
+        budget(sum(w.numel() for w in pn_weights(models.get(model_name, num_classes=ds.num_classes,
+                                                                   input_shape=ds.input_shape)).values()), density)
     rows = []
     for model_name, dataset, default_epochs in networks:
         n_epochs = epochs or default_epochs

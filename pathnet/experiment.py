@@ -46,10 +46,15 @@ class Cell:
     seed: int = 0
     epochs: int | None = None  # None: the dataset's default recipe
     options: dict[str, Any] = field(default_factory=dict)  # extra pruning (or IMP) options
+    train: dict[str, Any] = field(default_factory=dict)  # training overrides (a sweep's [train] table)
 
     def key(self) -> str:
-        """A stable name for the cell's result file."""
-        return f"{self.model}-{self.dataset}-{self.method}-{self.density:g}-s{self.seed}-{run_name(asdict(self))}"
+        """A stable name for the cell's result file: a hash of the whole cell, training overrides included
+        (a cell without them keeps the name it had before cells carried them)."""
+        values = asdict(self)
+        if not values["train"]:
+            values.pop("train")
+        return f"{self.model}-{self.dataset}-{self.method}-{self.density:g}-s{self.seed}-{run_name(values)}"
 
 
 def grad_norm(model: torch.nn.Module, mask: Mask, batch: tuple[torch.Tensor, torch.Tensor]) -> float:
@@ -76,7 +81,7 @@ def run_cell(cell: Cell, *, device: str = "auto", data_root: str | None = None, 
     build = lambda: models.get(cell.model, num_classes=ds.num_classes, input_shape=ds.input_shape,  # noqa: E731
                                seed=cell.seed)
     model = build()
-    overrides = dict(train_overrides or {})
+    overrides = {**cell.train, **(train_overrides or {})}
     if cell.epochs is not None:
         overrides["epochs"] = cell.epochs
     t0 = time.perf_counter()

@@ -9,6 +9,7 @@ safetensors (or ``.pt`` state dicts) atomically.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -64,6 +65,9 @@ def _as_bool(name: str, value: Any) -> torch.Tensor:
     if not isinstance(value, torch.Tensor):
         raise MaskError(f"mask entry {name!r} is a {type(value).__name__}; give a torch tensor or numpy array")
     value = value.detach().to("cpu")
+    if value.numel() == 0:
+        raise MaskError(f"mask entry {name!r} is empty (shape {tuple(value.shape)}); an entry covers a weight of "
+                        "at least one element")
     if value.dtype == torch.bool:
         return value.clone().contiguous()
     if value.is_complex():
@@ -154,7 +158,11 @@ class Mask(Mapping[str, torch.Tensor]):
         if not path.is_file():
             raise MaskError(f"no mask file at {path}; check the path (masks are saved with Mask.save)")
         if path.suffix in (".pt", ".pth"):
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as e:  # not a torch file, or one that would need unpickling arbitrary objects
+                raise MaskError(f"{path} is not a readable torch state dict of masks ({type(e).__name__}); give a "
+                                "mask saved by pathnet (.safetensors, or .pt/.pth)") from None
             if not isinstance(state, Mapping):
                 raise MaskError(f"{path} holds a {type(state).__name__}, not a state dict of masks")
             meta = state.pop(f"__{_META_KEY}_meta__", None)
@@ -173,15 +181,24 @@ class Mask(Mapping[str, torch.Tensor]):
         return cls.from_state_dict(tensors, json.loads(meta) if meta else None)
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write atomically: safetensors by default, a torch state dict for ``.pt``/``.pth``."""
+        """Write atomically: safetensors by default, a torch state dict for ``.pt``/``.pth``. The same mask
+        (entries and metadata) gives the same safetensors file, byte for byte."""
         path = Path(path)
         if path.suffix in (".pt", ".pth"):
-            state: dict[str, Any] = {**self._masks, f"__{_META_KEY}_meta__": json.dumps(dict(self._meta))}
+            state: dict[str, Any] = {**self._masks, f"__{_META_KEY}_meta__": json.dumps(dict(self._meta),
+                                                                                       sort_keys=True)}
             return atomic_write(path, lambda tmp: torch.save(state, tmp))
-        from safetensors.torch import save_file
+        header = {_META_KEY: json.dumps(dict(self._meta), sort_keys=True), _ORDER_KEY: json.dumps(list(self._masks))}
+        data = _safetensors_bytes(self._masks, header)
+        return atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
 
-        header = {_META_KEY: json.dumps(dict(self._meta)), _ORDER_KEY: json.dumps(list(self._masks))}
-        return atomic_write(path, lambda tmp: save_file(self._masks, tmp, metadata=header))
+    def sha256(self) -> str:
+        """SHA-256 of the entries (names in order, shapes, bits); metadata not included."""
+        h = hashlib.sha256()
+        for k, m in self._masks.items():
+            h.update(json.dumps([k, list(m.shape)]).encode())
+            h.update(np.packbits(m.numpy().reshape(-1)).tobytes())
+        return h.hexdigest()
 
     # -- mapping ----------------------------------------------------------------------------
     def __getitem__(self, name: str) -> torch.Tensor:
@@ -297,6 +314,21 @@ class Mask(Mapping[str, torch.Tensor]):
     def __repr__(self) -> str:
         return (f"Mask({len(self)} tensors, density={self.density:.4f}, "
                 f"{self.num_kept:,}/{self.num_total:,} kept)")
+
+
+def _safetensors_bytes(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> bytes:
+    """A safetensors file of bool tensors with a canonical header (sorted keys, no spaces): the
+    safetensors library writes its metadata in hash order, which differs from run to run."""
+    entries: dict[str, Any] = {"__metadata__": dict(sorted(metadata.items()))}
+    offset, blobs = 0, []
+    for k in sorted(tensors):
+        blob = tensors[k].numpy().astype(np.uint8, copy=False).tobytes()
+        entries[k] = {"dtype": "BOOL", "shape": list(tensors[k].shape), "data_offsets": [offset, offset + len(blob)]}
+        offset += len(blob)
+        blobs.append(blob)
+    head = json.dumps(entries, separators=(",", ":")).encode()
+    head += b" " * (-len(head) % 8)  # the data starts 8-byte aligned, as safetensors writes it
+    return len(head).to_bytes(8, "little") + head + b"".join(blobs)
 
 
 def _preview(names: Mapping[str, Any], limit: int = 4) -> str:

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import kernels
-from .errors import GraphError
+from .errors import ArgumentTypeError, GraphError, OptionError
 from .flat import FlatNetwork
 from .graph import Block, LayeredDAG, chain_dag, to_dag
 from .mask import Mask
@@ -242,9 +242,9 @@ def analyze(mask: Mask, model: nn.Module | None = None, input_shape: Sequence[in
             level: str = "unit", spectral: bool = False, dag: LayeredDAG | None = None) -> Report:
     """The path structure of `mask` on `model` (or `dag`; a chain of Linear masks needs neither)."""
     if level not in ("unit", "spatial"):
-        raise ValueError(f"level must be 'unit' (channels as nodes) or 'spatial' (fully unrolled), got {level!r}")
+        raise OptionError(f"level must be 'unit' (channels as nodes) or 'spatial' (fully unrolled), got {level!r}")
     if not isinstance(mask, Mask):
-        raise TypeError(f"analyze expects a pathnet.Mask, got {type(mask).__name__}")
+        raise ArgumentTypeError(f"analyze expects a pathnet.Mask, got {type(mask).__name__}")
     return Report(network_for(mask, model, input_shape, dag), level, spectral)
 
 

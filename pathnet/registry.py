@@ -15,6 +15,7 @@ class Registry(Generic[F]):
     def __init__(self, kind: str):
         self.kind = kind
         self._factories: dict[str, F] = {}
+        self._aliases: dict[str, str] = {}
 
     def register(self, name: str) -> Callable[[F], F]:
         """Decorator adding `factory` under `name`."""
@@ -23,16 +24,21 @@ class Registry(Generic[F]):
             return factory
         return add
 
+    def alias(self, name: str, target: str) -> None:
+        """Let `name` find what `target` finds (an old name kept working; not listed in names())."""
+        self._aliases[name] = target
+
     def names(self) -> list[str]:
         return sorted(self._factories)
 
     def __getitem__(self, name: str) -> F:
-        if name not in self._factories:
+        name = self._aliases.get(name, name) if isinstance(name, str) else name
+        if not isinstance(name, str) or name not in self._factories:
             raise RegistryError(f"unknown {self.kind} {name!r}; choose one of {', '.join(self.names())}")
         return self._factories[name]
 
     def __contains__(self, name: object) -> bool:
-        return name in self._factories
+        return name in self._factories or name in self._aliases
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())

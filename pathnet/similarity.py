@@ -18,6 +18,7 @@ import torch
 from scipy.stats import wasserstein_distance
 from torch import nn
 
+from .errors import ArgumentTypeError, OptionError
 from .graph import LayeredDAG, chain_dag, to_dag
 from .mask import Mask, count
 from .metrics import Report, _finite, log10_paths
@@ -138,7 +139,9 @@ def compare(mask_a: Mask, mask_b: Mask, model: nn.Module | None = None, input_sh
     """Similarity of two masks of the same network (see the module docstring)."""
     for m in (mask_a, mask_b):
         if not isinstance(m, Mask):
-            raise TypeError(f"compare expects pathnet.Mask objects, got {type(m).__name__}")
+            raise ArgumentTypeError(f"compare expects pathnet.Mask objects, got {type(m).__name__}")
+    if isinstance(baseline, bool) or not isinstance(baseline, int) or baseline < 0:
+        raise OptionError(f"baseline must be a whole number of random masks ≥ 0 (0: none), got {baseline!r}")
     mask_a.check_compatible(mask_b)
     topology = _has_topology(mask_a, model, dag)
     if topology and dag is None:  # the topology only: every measure applies its own mask to it

@@ -120,6 +120,36 @@ def test_every_subcommand_has_help():
     parser = cli.build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
     assert set(sub.choices) == {"demo", "prune", "analyze", "compare", "compact", "train", "imp", "instability",
-                                "sweep", "figures"}
+                                "sweep", "figures", "methods"}
     for name, p in sub.choices.items():
         assert p.description and all(a.help for a in p._actions if a.dest != "help"), name
+
+
+def test_methods_lists_every_method_with_its_options(capsys):
+    """Oracle: the registry's own declarations; every method and every option (type, default) is listed."""
+    assert run("methods") == 0
+    out = capsys.readouterr().out
+    for name in pn.METHODS.names():
+        method = pn.METHODS[name]
+        assert f"{name}: " in out
+        for key, opt in method.options.items():
+            assert f"{key}: {opt.type.__name__} = {opt.default!r}: {opt.help}" in out, (name, key)
+    assert run("prune", "--help") == 0
+    assert "bias: str = 'magnitude'" in capsys.readouterr().out
+
+
+def test_an_unknown_option_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    """The method's find() is never called and no dataset is read: the refusal lists the valid options."""
+    calls = []
+    for name in ("random", "snip"):
+        monkeypatch.setattr(pn.METHODS[name], "find", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr(pn.data, "get", lambda *a, **k: calls.append(a))
+    assert run("prune", "random", 0.1, "--model", "lenet300", "--data", "digits", "--option", "bogus=1") == 2
+    assert run("prune", "snip", 0.1, "--model", "lenet300", "--data", "digits", "--option", "sample=1") == 2
+    err = capsys.readouterr().err.splitlines()
+    assert "'bogus'" in err[0] and "takes no options" in err[0]
+    assert "'sample'" in err[1] and "valid: scope, iterations, schedule_kind, samples, per_class" in err[1]
+    assert calls == []
+    with pytest.raises(pn.errors.OptionError, match="unknown snip option 'sample'; valid: scope"):
+        pn.prune(pn.models.get("lenet300"), "snip", 0.1, data="digits", sample=1)
+    assert calls == []

@@ -1,4 +1,5 @@
 import json
+import os
 
 import numpy as np
 import pytest
@@ -179,3 +180,56 @@ def test_saved_masks_keep_their_order_and_compare_by_name(tmp_path):
     assert list(back) == ["features.0.weight", "classifier.1.weight"]  # safetensors alone would sort them
     reordered = pn.Mask({"classifier.1.weight": torch.zeros(3), "features.0.weight": torch.ones(2)})
     assert reordered == m and (reordered & m).num_kept == 2
+
+
+def test_the_same_mask_gives_the_same_file_byte_for_byte(tmp_path):
+    """Invariant: the same `pathnet prune` in two processes, and a mask whose metadata was given in another
+    order, write identical bytes (the safetensors library writes its metadata in hash order)."""
+    import subprocess
+    import sys
+
+    argv = ["prune", "phew", "0.1", "--model", "lenet300", "--data", "digits", "--quiet"]
+    subprocess.run([sys.executable, "-m", "pathnet", *argv, "--out", str(tmp_path / "a.safetensors")], check=True,
+                   capture_output=True)
+    from pathnet.cli import main
+
+    assert main([*argv, "--out", str(tmp_path / "b.safetensors")]) == 0
+    assert (tmp_path / "a.safetensors").read_bytes() == (tmp_path / "b.safetensors").read_bytes()
+    m = pn.Mask({"x": torch.tensor([True, False]), "y": torch.ones(3, dtype=torch.bool)}, {"b": 1, "a": [2, 3]})
+    n = pn.Mask(dict(m), {"a": [2, 3], "b": 1})
+    m.save(tmp_path / "m.safetensors")
+    n.save(tmp_path / "n.safetensors")
+    assert (tmp_path / "m.safetensors").read_bytes() == (tmp_path / "n.safetensors").read_bytes()
+    from safetensors.torch import load_file
+
+    assert torch.equal(load_file(tmp_path / "m.safetensors")["x"], m["x"])  # still a safetensors file
+    back = pn.Mask.load(tmp_path / "m.safetensors")
+    assert back == m and list(back) == ["x", "y"]
+
+
+def test_stale_temporary_files_are_removed_and_files_follow_the_umask(tmp_path):
+    from pathnet.io import _HOST, write_text
+
+    dead = subprocess_pid_that_exited()
+    stale = tmp_path / f".m.safetensors.{_HOST}-{dead}.abc123.tmp"  # left by a save killed half-way
+    live = tmp_path / f".m.safetensors.{_HOST}-{os.getpid()}.xyz789.tmp"  # a save in progress: kept
+    stale.write_text("half")
+    live.write_text("half")
+    old_mask = os.umask(0o027)
+    try:
+        write_text(tmp_path / "r.json", "{}")
+    finally:
+        os.umask(old_mask)
+    assert not stale.exists() and live.exists()
+    assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o640
+    write_text(tmp_path / "s.json", "{}")
+    assert (tmp_path / "s.json").stat().st_mode & 0o777 == 0o666 & ~old_mask
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == [live.name]
+
+
+def subprocess_pid_that_exited() -> int:
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(proc.stdout)

@@ -14,8 +14,8 @@ from pathnet.pruning import keep_top, schedule, shuffle_global, shuffle_layerwis
 from pathnet.pruning.random import erk_densities, smart_ratio_densities
 from pathnet.pruning.saliency import hessian_gradient, linearized, snip_scores, synflow_scores
 
-METHODS = ["random", "erk", "smart_ratio", "magnitude", "snip", "grasp", "synflow", "magnitude_gradient", "blend"]
-FAST = {"snip": {"samples": 16}, "magnitude_gradient": {"samples": 16}, "blend": {"samples": 16, "a": 2, "b": 0.5},
+METHODS = ["random", "erk", "smart_ratio", "magnitude", "snip", "grasp", "synflow", "magnitude_gradient"]
+FAST = {"snip": {"samples": 16}, "magnitude_gradient": {"samples": 16, "a": 2, "b": 0.5},
         "grasp": {"per_class": 1}, "synflow": {"iterations": 5}}
 
 
@@ -34,6 +34,15 @@ def test_exact_density(models, name, method):
         mask = pn.prune(model, method, density, data=ds, input_shape=ds.input_shape, seed=1, **FAST.get(method, {}))
         assert mask.num_kept == round(density * mask.num_total), (method, density)
         assert mask.meta["method"] == method and mask.meta["seed"] == 1
+
+
+def test_blend_is_magnitude_gradient_under_its_old_name(models):
+    """One registered object: 'blend' finds the magnitude_gradient method (same mask, its name in the metadata)."""
+    model, ds = models["lenet300"]
+    assert pn.METHODS["blend"] is pn.METHODS["magnitude_gradient"] and "blend" not in pn.METHODS.names()
+    a = pn.prune(model, "blend", 0.1, data=ds, samples=16, a=2, b=0.5)
+    assert a == pn.prune(model, "magnitude_gradient", 0.1, data=ds, samples=16, a=2, b=0.5)
+    assert a.meta["method"] == "magnitude_gradient"
 
 
 def test_scoring_leaves_the_model_alone(models):

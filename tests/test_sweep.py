@@ -90,3 +90,51 @@ def test_ray_backend_matches_local(tmp_path, grid_file):
         ray.shutdown()
     local = run_sweep(cells, tmp_path / "local", train_overrides=train)
     assert table(on_ray) == table(local)
+
+
+def test_cell_keys_hash_the_train_table_and_a_changed_train_table_is_refused(tmp_path):
+    """The issue's case: a rerun with another [train] table must not skip every cell as done. Oracle:
+    the cell's key changes with [train]; the run dir's manifest names the table."""
+    from dataclasses import replace
+
+    from pathnet.errors import RunError
+    from pathnet.experiment import Cell
+
+    cell = Cell("lenet300", "digits", "random", 0.2, 0, 1)
+    assert cell.key() == Cell("lenet300", "digits", "random", 0.2, 0, 1, {}, {}).key()  # old keys stay
+    assert replace(cell, train={"lr": 0.1}).key() != cell.key() != replace(cell, train={"lr": 0.2}).key()
+    grid = tmp_path / "grid.toml"
+    body = '[grid]\nmodel = "lenet300"\ndataset = "digits"\nmethod = "random"\ndensity = 0.2\nepochs = 1\n'
+    grid.write_text(body + "[train]\nbatch_size = 256\n")
+    cells, train = load_grid(grid)
+    assert cells[0].train == {"batch_size": 256}
+    run_sweep(cells, tmp_path / "s", train_overrides=train, progress=False)
+    files = {p: p.stat().st_mtime_ns for p in (tmp_path / "s").rglob("*") if p.is_file()}
+    grid.write_text(body + "[train]\nbatch_size = 128\n")
+    cells, train = load_grid(grid)
+    with pytest.raises(RunError, match="train=.*256.* there, .*128.* here"):
+        run_sweep(cells, tmp_path / "s", train_overrides=train, progress=False)
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "s").rglob("*") if p.is_file()} == files
+    rows = run_sweep(cells, tmp_path / "s", train_overrides=train, progress=False, overwrite=True)
+    assert rows[0]["hparams"]["batch_size"] == 128
+
+
+def test_a_bad_cell_late_in_the_grid_stops_the_sweep_before_the_first_cell(tmp_path):
+    from pathnet.errors import DensityError, OptionError
+
+    with pytest.raises(DensityError):
+        grid_cells({"model": "lenet300", "dataset": "digits", "method": "random", "density": [0.2, 1.5]})
+    with pytest.raises(OptionError, match="unknown phew option 'bogus'; valid: bias, kernel, patience, progress"):
+        grid_cells({"model": "lenet300", "dataset": "digits", "method": ["random", "phew"], "density": 0.2},
+                   {"phew": {"bogus": 1}})
+    assert not (tmp_path / "s").exists()
+
+
+def test_sweep_progress_is_one_line_per_cell_off_a_terminal(tmp_path, capsys):
+    cells = grid_cells({"model": "lenet300", "dataset": "digits", "method": ["random", "magnitude"],
+                        "density": 0.2, "epochs": 1})
+    run_sweep(cells, tmp_path / "s")
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert [ln.split("  ")[0] for ln in lines] == ["sweep cell 1/2", "sweep cell 2/2"]
+    run_sweep(cells, tmp_path / "s", progress=False)
+    assert capsys.readouterr().err == ""

@@ -319,12 +319,19 @@ def test_imp_rewind_past_the_end_is_an_error(digits):
 
 
 def test_instability_identical_runs_have_no_barrier(digits, device):
+    """Invariant: the line between a network and itself is flat (barrier 0); instability() itself refuses
+    two equal seeds (a barrier of 0 by construction, reported as "stable"), so the endpoints are the same
+    trained state given twice."""
+    from pathnet.training.stability import interpolate
+
     model = pn.models.get("lenet300", input_shape=(1, 8, 8), seed=0)
     mask = random_mask(model, 0.3, 0)
-    same = pn.instability(model, mask, digits, seeds=(4, 4), alphas=5, epochs=1, device=device, deterministic=True,
-                          **FAST)
-    assert abs(same.barrier) < 1e-6 and len(set(same.test_error)) == 1
-    assert same.test_error[0] == pytest.approx(1 - same.endpoints[0].test_accuracy, abs=1e-12)
+    with pytest.raises(HparamError, match=r"seeds=\(4, 4\) is not allowed"):
+        pn.instability(model, mask, digits, seeds=(4, 4), alphas=5, epochs=1, device=device, **FAST)
+    end = pn.train(copy.deepcopy(model), mask, digits, epochs=1, seed=4, device=device, **FAST).state_dict
+    for alpha in (0.0, 0.3, 1.0):
+        mid = interpolate(end, end, alpha)
+        assert all(torch.allclose(mid[k].float(), v.float(), rtol=1e-6, atol=1e-7) for k, v in end.items())
     diff = pn.instability(model, mask, digits, seeds=(0, 1), alphas=5, epochs=1, device=device, **FAST)
     assert diff.test_error[0] == pytest.approx(1 - diff.endpoints[0].test_accuracy, abs=1e-12)
     assert diff.test_error[-1] == pytest.approx(1 - diff.endpoints[1].test_accuracy, abs=1e-12)
@@ -346,7 +353,7 @@ def test_cli_deterministic_flag_reaches_every_training_command(tmp_path, capsys)
     assert main(["imp", *common, "--levels", "1", "--run-dir", str(tmp_path / "imp")]) == 0
     assert json.loads((tmp_path / "imp" / "imp.json").read_text())["deterministic"] is True
     assert json.loads((tmp_path / "imp" / "level_01" / "result.json").read_text())["deterministic"] is True
-    assert main(["instability", *common, "--alphas", "2", "--json", str(tmp_path / "i.json")]) == 0
+    assert main(["instability", *common, "--alphas", "3", "--json", str(tmp_path / "i.json")]) == 0
     assert json.loads((tmp_path / "i.json").read_text())["deterministic"] is True
     grid = tmp_path / "grid.toml"
     grid.write_text('[grid]\nmodel = "lenet300"\ndataset = "digits"\nmethod = "random"\ndensity = 0.2\nepochs = 1\n')
@@ -354,3 +361,160 @@ def test_cli_deterministic_flag_reaches_every_training_command(tmp_path, capsys)
     assert json.loads((tmp_path / "s" / "results.json").read_text())[0]["deterministic"] is True
     assert json.loads((tmp_path / "s" / "grid.json").read_text())["deterministic"] is True
     assert not torch.are_deterministic_algorithms_enabled()
+
+
+# -- runs bound to their arguments, locks, divergence, progress lines ---------------------------------
+
+def _files(folder):
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_train_resume_with_another_mask_is_refused_and_overwrite_starts_over(tmp_path, digits):
+    """The issue's case: a finished run under mask A, rerun under mask B, must not return A's result
+    under B's label. Oracle: the manifest names the mask hash; after --overwrite the weights outside B
+    are exactly zero."""
+    model = pn.models.get("lenet300", input_shape=(1, 8, 8), seed=0)
+    a, b = random_mask(model, 0.3, 0), random_mask(model, 0.3, 1)
+    run = tmp_path / "R"
+    pn.train(copy.deepcopy(model), a, digits, epochs=1, run_dir=run, **FAST)
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["mask"] == a.sha256() and manifest["kind"] == "train" and manifest["lr"] == 0.05
+    before = _files(run)
+    with pytest.raises(RunError, match=r"mask='[0-9a-f]{12}…' there, '[0-9a-f]{12}…' here.*--overwrite"):
+        pn.train(copy.deepcopy(model), b, digits, epochs=1, run_dir=run, **FAST)
+    with pytest.raises(RunError, match="lr=0.05 there, 0.1 here"):
+        pn.train(copy.deepcopy(model), a, digits, epochs=1, lr=0.1, run_dir=run, **FAST)
+    assert _files(run) == before  # refused: nothing written
+    res = pn.train(copy.deepcopy(model), b, digits, epochs=1, run_dir=run, overwrite=True, **FAST)
+    assert json.loads((run / "manifest.json").read_text())["mask"] == b.sha256()
+    assert all(int((res.state_dict[k][~m] != 0).sum()) == 0 for k, m in b.items())
+    # the same arguments resume (here: find the finished run) without complaint
+    again = pn.train(copy.deepcopy(model), b, digits, epochs=1, run_dir=run, **FAST)
+    assert again.test_accuracy == res.test_accuracy
+
+
+def test_cli_train_over_another_run_names_the_keys_and_the_way_out(tmp_path, capsys):
+    from pathnet.cli import main
+
+    masks = []
+    for seed in (0, 1):
+        masks.append(str(tmp_path / f"m{seed}.safetensors"))
+        assert main(["prune", "random", "0.3", "--model", "lenet300", "--data", "digits", "--seed", str(seed),
+                     "--out", masks[-1]]) == 0
+    common = ["train", "--model", "lenet300", "--data", "digits", "--epochs", "1", "--run-dir", str(tmp_path / "R")]
+    assert main([*common, "--mask", masks[0], "--quiet"]) == 0
+    capsys.readouterr()
+    assert main([*common, "--mask", masks[1]]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "mask=" in err[0] and "--overwrite" in err[0]
+    assert main([*common, "--mask", masks[1], "--overwrite", "--quiet"]) == 0
+
+
+def test_imp_resume_refuses_another_rate_and_may_add_levels(tmp_path, digits):
+    run = tmp_path / "imp"
+    kw = dict(rewind="2it", epochs=1, run_dir=run, **FAST)
+    first = pn.imp(pn.models.get("lenet300", input_shape=(1, 8, 8), seed=0), digits, levels=1, rate=0.2, **kw)
+    before = _files(run)
+    for change, words in ((dict(rate=0.5), "rate=0.2 there, 0.5 here"),
+                          (dict(criterion="snip", samples=32), "criterion='magnitude' there, 'snip' here"),
+                          (dict(seed=1), "seed=0 there, 1 here")):
+        with pytest.raises(RunError, match=words):
+            pn.imp(pn.models.get("lenet300", input_shape=(1, 8, 8), seed=0), digits,
+                   **{"levels": 1, "rate": 0.2, **kw, **change})
+    assert _files(run) == before
+    more = pn.imp(pn.models.get("lenet300", input_shape=(1, 8, 8), seed=0), digits, levels=2, rate=0.2, **kw)
+    assert more.accuracy[:2] == first.accuracy and len(more.masks) == 3
+    assert json.loads((run / "manifest.json").read_text())["levels"] == 2
+
+
+def test_a_second_writer_is_stopped_by_the_lock_and_a_dead_writers_lock_is_stale(tmp_path, digits):
+    """Two processes, one run dir: the second stops with RunError while the first runs; once the first
+    is killed, its lock is stale and the run resumes."""
+    import signal
+    import time
+
+    run = tmp_path / "R"
+    code = textwrap.dedent(f"""
+        import torch; torch.set_num_threads(1)
+        import pathnet as pn
+        model = pn.models.get("lenet300", input_shape=(1, 8, 8), seed=0)
+        pn.train(model, None, "digits", epochs=10_000, batch_size=256, run_dir={str(run)!r}, progress=False)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and not (run / "checkpoint.pt").is_file():
+            time.sleep(0.05)
+        assert (run / ".lock").is_file()
+        model = pn.models.get("lenet300", input_shape=(1, 8, 8), seed=0)
+        with pytest.raises(RunError, match=f"in use by process {proc.pid}"):
+            pn.train(model, None, digits, epochs=10_000, batch_size=256, run_dir=run, progress=False)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert (run / ".lock").read_text().split()[1] == str(proc.pid)  # left behind by the killed writer
+    model = pn.models.get("lenet300", input_shape=(1, 8, 8), seed=0)
+    seen = []
+
+    class Stop(Callback):
+        def on_train_start(self, state):
+            seen.append(state.resumed_from)
+            state.stop = True
+
+    pn.train(model, None, digits, epochs=10_000, batch_size=256, run_dir=run, progress=False, callbacks=[Stop()])
+    assert seen[0] is not None and seen[0] > 0 and not (run / ".lock").exists()
+
+
+def test_a_nan_loss_stops_training_naming_the_step_and_lr(tmp_path, digits, capsys):
+    model = pn.models.get("lenet300", input_shape=(1, 8, 8), seed=0)
+    with pytest.raises(pn.errors.DivergenceError, match=r"loss is nan at step \d+ of \d+ \(lr [0-9e.+]+\)"):
+        pn.train(model, None, digits, epochs=1, lr=1e6, run_dir=tmp_path / "R", **FAST)
+    assert not (tmp_path / "R" / "checkpoint.pt").exists()  # no checkpoint of the broken weights
+
+    class Poison(Callback):  # an injected NaN at step 5: the next loss is NaN
+        def on_step_end(self, state):
+            if state.step == 5:
+                with torch.no_grad():
+                    state.model[1].weight[0, 0] = float("nan")
+
+    with pytest.raises(pn.errors.DivergenceError, match=r"step 6 of .*lr 0.05"):
+        pn.train(pn.models.get("lenet300", input_shape=(1, 8, 8), seed=0), None, digits, epochs=1,
+                 schedule="constant", callbacks=[Poison()], **FAST)
+    from pathnet.cli import main
+
+    capsys.readouterr()
+    assert main(["train", "--model", "lenet300", "--data", "digits", "--epochs", "1", "--lr", "1e6"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "training diverged" in err[0] and "Traceback" not in err[0]
+
+
+def test_progress_lines_off_a_terminal_and_quiet(tmp_path, digits, capsys):
+    """Off a TTY (pytest's stderr): one line per epoch, "resumed from step N of M" on resume, one line per
+    IMP level; progress=False is silent."""
+    model = pn.models.get("lenet300", input_shape=(1, 8, 8), seed=0)
+    pn.train(copy.deepcopy(model), None, digits, epochs=2, batch_size=256, run_dir=tmp_path / "R")
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("epoch 1/2  train loss ") and " test acc " in lines[0]
+    assert lines[1].startswith("epoch 2/2") and lines[1].endswith(" s")
+    pn.train(copy.deepcopy(model), None, digits, epochs=2, batch_size=256, run_dir=tmp_path / "R")
+    assert capsys.readouterr().err.strip().splitlines() == ["resumed from step 12 of 12"]
+    pn.train(copy.deepcopy(model), None, digits, epochs=1, batch_size=256, progress=False)
+    assert capsys.readouterr().err == ""
+    pn.imp(copy.deepcopy(model), digits, levels=2, epochs=1, batch_size=256)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert [ln.split("  ")[0] for ln in lines] == ["imp level 0/2", "imp level 1/2", "imp level 2/2"]
+
+
+def test_cli_csv_writes_the_rows_it_promises(tmp_path, capsys):
+    from pathnet.cli import main
+
+    common = ["--model", "lenet300", "--data", "digits", "--epochs", "2", "--batch-size", "256", "--quiet"]
+    assert main(["train", *common, "--csv", str(tmp_path / "t.csv")]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "t.csv")))
+    assert [r["epoch"] for r in rows] == ["1.0", "2.0"] and "test_accuracy" in rows[0]
+    assert main(["imp", *common, "--levels", "2", "--csv", str(tmp_path / "i.csv")]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "i.csv")))
+    assert [r["level"] for r in rows] == ["0", "1", "2"] and float(rows[2]["density"]) == pytest.approx(0.64, 1e-3)
+    assert main(["instability", *common, "--alphas", "3", "--csv", str(tmp_path / "s.csv")]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "s.csv")))
+    assert [float(r["alpha"]) for r in rows] == [0.0, 0.5, 1.0] and "test_error" in rows[0]

@@ -24,7 +24,7 @@ import torch
 import torch.fx
 from torch import nn
 
-from ..errors import GraphError, MaskError, PathnetError, UnsupportedLayerError, WeightError
+from ..errors import ArgumentTypeError, GraphError, MaskError, PathnetError, UnsupportedLayerError, WeightError
 from ..mask import Mask, prunable_weights
 from .dag import Block, ConvGeometry, Layer, LayeredDAG, SpatialOp, _unit_map_edges, block_edges
 
@@ -561,7 +561,7 @@ def to_dag(model: nn.Module, input_shape: Iterable[int], mask: Mask | None = Non
     weights, buffers or modules traces it again.
     """
     if not isinstance(model, nn.Module):
-        raise TypeError(f"to_dag expects a torch.nn.Module, got {type(model).__name__}")
+        raise ArgumentTypeError(f"to_dag expects a torch.nn.Module, got {type(model).__name__}")
     shape = _check_input_shape(input_shape)
     key = _fingerprint(model)
     per_model = _CACHE.setdefault(model, {})

@@ -15,12 +15,10 @@ reachable subnetwork, near density 1) are the largest free weights added, with a
 
 from __future__ import annotations
 
-import time
 import warnings
 
 import numpy as np
 import torch
-from torch import nn
 from tqdm.auto import tqdm
 
 from .. import kernels
@@ -28,18 +26,16 @@ from ..errors import DensityError, GraphError
 from ..flat import FlatNetwork
 from ..graph import LayeredDAG, to_dag
 from ..mask import Mask
+from ..options import Opt, Options
+from . import Method, register
 from . import budget as weight_budget
-from . import register
 
 
 def phew_mask(dag: LayeredDAG, density: float, *, seed: int = 0, bias: str = "magnitude", kernel: str = "weight",
               patience: int = 2_000, progress: bool = False) -> Mask:
     """PHEW on a DAG (see the module docstring). `dag.mask`, if any, limits which weights walks may keep."""
-    if bias not in ("magnitude", "uniform"):
-        raise ValueError(f"bias must be 'magnitude' or 'uniform', got {bias!r}")
-    if kernel not in ("weight", "whole"):
-        raise ValueError(f"kernel must be 'weight' (one entry per kernel crossing) or 'whole', got {kernel!r}")
-    t0 = time.perf_counter()
+    Phew.options.validate({"bias": bias, "kernel": kernel, "patience": patience, "progress": progress},
+                          where="phew option ")
     net = FlatNetwork(dag)
     # weights no path crosses (Swin-v2's position-bias MLP) stay dense, inside the budget
     constant = {k: torch.ones(s, dtype=torch.bool) for k, s in dag.constant_shapes.items()}
@@ -103,16 +99,28 @@ def phew_mask(dag: LayeredDAG, density: float, *, seed: int = 0, bias: str = "ma
                           "were added by magnitude and may lie off the paths", RuntimeWarning, stacklevel=3)
     meta = {"method": "phew", "density": float(density), "seed": int(seed), "bias": bias, "kernel": kernel,
             "kept": int(kept), "walks": int(stats[0]), "set_aside": int(stats[1]), "bridged": bridged,
-            "single_entry": single, "dangling": dangling, "seconds": round(time.perf_counter() - t0, 4)}
+            "single_entry": single, "dangling": dangling}  # no timing: the same ticket gives the same file
     if constant:
         meta["dense_constant_params"] = list(constant)
         return Mask({**net.to_mask(state, meta), **constant}, meta)
     return net.to_mask(state, meta)
 
 
-@register("phew")
-def phew(model: nn.Module, density: float, *, data=None, input_shape=None, seed: int = 0, **options) -> Mask:
+@register
+class Phew(Method):
     """PHEW ticket of `model` (data-free; needs `input_shape` to trace the model)."""
-    if input_shape is None:
-        raise GraphError("phew walks the model's graph and needs input_shape, e.g. input_shape=(3, 32, 32)")
-    return phew_mask(to_dag(model, input_shape), density, seed=seed, **options)
+
+    name, summary = "phew", "input→output paths of random walks biased to large weights (Patil & Dovrolis 2021)"
+    needs_input_shape = True
+    options = Options(
+        bias=Opt(str, "magnitude", "next unit and weight ∝ |w| (magnitude) or uniformly (the unbiased ablation)",
+                 choices=("magnitude", "uniform")),
+        kernel=Opt(str, "weight", "per kernel crossed keep one entry (weight) or the whole kernel (whole)",
+                   choices=("weight", "whole")),
+        patience=Opt(int, 2_000, "walks in a row that add nothing before bridges finish the budget", min=1),
+        progress=Opt(bool, False, "a progress bar of kept weights (stderr)"))
+
+    def find(self, model, density, *, data=None, input_shape=None, seed=0, **options):
+        if input_shape is None:
+            raise GraphError("phew walks the model's graph and needs input_shape, e.g. input_shape=(3, 32, 32)")
+        return phew_mask(to_dag(model, input_shape), density, seed=seed, **options)

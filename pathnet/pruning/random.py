@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from ..mask import Mask, prunable_weights
-from . import budget, register
+from ..options import Opt, Options
+from . import Method, budget, register
 from .threshold import allocate, layer_counts_mask
 
 
@@ -43,12 +44,19 @@ def _sizes(model: nn.Module) -> tuple[list[str], np.ndarray]:
     return list(weights), np.array([w.numel() for w in weights.values()], dtype=np.int64)
 
 
-@register("random")
-def uniform(model: nn.Module, density: float, *, seed: int = 0, **_) -> Mask:
+def uniform(model: nn.Module, density: float, *, seed: int = 0) -> Mask:
     """The same density in every layer, positions uniformly at random."""
     names, sizes = _sizes(model)
     counts = allocate(density * sizes, sizes, budget(int(sizes.sum()), density))
     return _random_from_counts(model, counts, seed, {"method": "random", "density": density, "seed": seed})
+
+
+@register
+class Random(Method):
+    name, summary = "random", "the same density in every layer, positions at random"
+
+    def find(self, model, density, *, data=None, input_shape=None, seed=0):
+        return uniform(model, density, seed=seed)
 
 
 def erk_densities(model: nn.Module, density: float) -> dict[str, float]:
@@ -60,13 +68,20 @@ def erk_densities(model: nn.Module, density: float) -> dict[str, float]:
     return dict(zip(weights, fractional / sizes))
 
 
-@register("erk")
-def erk(model: nn.Module, density: float, *, seed: int = 0, **_) -> Mask:
+def erk(model: nn.Module, density: float, *, seed: int = 0) -> Mask:
     """Erdős–Rényi-Kernel densities (Evci et al. 2020), positions at random."""
     names, sizes = _sizes(model)
     dens = erk_densities(model, density)
     counts = allocate(np.array([dens[k] for k in names]) * sizes, sizes, budget(int(sizes.sum()), density))
     return _random_from_counts(model, counts, seed, {"method": "erk", "density": density, "seed": seed})
+
+
+@register
+class ERK(Method):
+    name, summary = "erk", "Erdős–Rényi-Kernel layer densities (∝ Σ dims / Π dims), positions at random"
+
+    def find(self, model, density, *, data=None, input_shape=None, seed=0):
+        return erk(model, density, seed=seed)
 
 
 def smart_ratio_densities(model: nn.Module, density: float, *, linear_density: float = 0.3,
@@ -90,9 +105,8 @@ def smart_ratio_densities(model: nn.Module, density: float, *, linear_density: f
     return dict(zip(weights, fractional / sizes))
 
 
-@register("smart_ratio")
 def smart_ratio(model: nn.Module, density: float, *, seed: int = 0, linear_density: float = 0.3,
-                depth_scaling: bool = False, **_) -> Mask:
+                depth_scaling: bool = False) -> Mask:
     """Smart-ratio random ticket (Su et al. 2020)."""
     names, sizes = _sizes(model)
     dens = smart_ratio_densities(model, density, linear_density=linear_density, depth_scaling=depth_scaling)
@@ -100,6 +114,16 @@ def smart_ratio(model: nn.Module, density: float, *, seed: int = 0, linear_densi
     meta = {"method": "smart_ratio", "density": density, "seed": seed, "linear_density": linear_density,
             "depth_scaling": depth_scaling}
     return _random_from_counts(model, counts, seed, meta)
+
+
+@register
+class SmartRatio(Method):
+    name, summary = "smart_ratio", "Su et al.'s quadratically decaying layer densities, positions at random"
+    options = Options(linear_density=Opt(float, 0.3, "density of the classifier (last layer)", above=0, max=1),
+                      depth_scaling=Opt(bool, False, "divide layer l's share by l² (the authors' VGG variant)"))
+
+    def find(self, model, density, *, data=None, input_shape=None, seed=0, linear_density=0.3, depth_scaling=False):
+        return smart_ratio(model, density, seed=seed, linear_density=linear_density, depth_scaling=depth_scaling)
 
 
 def shuffle_layerwise(mask: Mask, seed: int = 0) -> Mask:

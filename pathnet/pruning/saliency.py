@@ -12,35 +12,20 @@ copy of the model: the caller's weights, buffers and random state are left as th
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..data import sample_batches
-from ..errors import DataError, GraphError
+from ..errors import DataError, OptionError
 from ..mask import Mask, prunable_weights
-from ..registry import Registry
-from . import register
+from ..options import Opt, Options
+from . import METHODS, Method, register
 from .threshold import keep_top, schedule
 
 Batches = Sequence[tuple[torch.Tensor, torch.Tensor]]
-
-
-@dataclass(frozen=True)
-class Criterion:
-    """A score function and how to run it."""
-
-    score: Callable[..., dict[str, torch.Tensor]]
-    needs_data: bool = True
-    iterations: int = 1  # default number of pruning rounds
-    prepare: Callable[[nn.Module], nn.Module] | None = None  # once, on the working copy
-
-
-#: name → Criterion
-CRITERIA: Registry[Criterion] = Registry("score criterion")
 
 
 def _device_batches(model: nn.Module, batches: Batches):
@@ -117,47 +102,135 @@ def synflow_scores(model: nn.Module, batches=None, *, input_shape: Sequence[int]
     return {k: (g * weights[k]).detach().abs() for k, g in zip(weights, grads)}
 
 
-CRITERIA.register("magnitude")(Criterion(magnitude_scores, needs_data=False))
-CRITERIA.register("snip")(Criterion(snip_scores))
-CRITERIA.register("grasp")(Criterion(grasp_scores))
-CRITERIA.register("synflow")(Criterion(synflow_scores, needs_data=False, iterations=100, prepare=linearized))
-CRITERIA.register("magnitude_gradient")(Criterion(gradient_blend_scores))
-CRITERIA.register("blend")(Criterion(gradient_blend_scores))
+# -- the methods: one registered object each, with its options ---------------------------------------
+
+def _scoring_options(iterations: int, data: bool, per_class: int | None = None) -> Options:
+    out = Options(
+        scope=Opt(str, "global", "rank all weights together or keep the same fraction per layer",
+                  choices=("global", "layerwise")),
+        iterations=Opt(int, iterations, "pruning rounds of shrinking density, re-scored each round", min=1),
+        schedule_kind=Opt(str, "exponential", "the rounds' densities: d^(k/n) or linear",
+                          choices=("exponential", "linear")))
+    if data:
+        out = out | Options(samples=Opt(int, 128, "training examples scored", min=1),
+                            per_class=Opt(int, per_class, "examples per class instead of samples (a "
+                                          "class-balanced batch)", min=1, nullable=True))
+    return out
 
 
-def prune_by_scores(model: nn.Module, criterion: str, density: float, *, data=None, input_shape=None, seed: int = 0,
-                    scope: str = "global", iterations: int | None = None, schedule_kind: str = "exponential",
-                    samples: int = 128, per_class: int | None = None, current: Mask | None = None,
-                    **options) -> Mask:
-    """Score with `criterion` and keep the top weights, over `iterations` rounds of shrinking density
-    (each round re-scores the network with the previous round's mask applied)."""
-    crit = CRITERIA[criterion]
+class ScoreMethod(Method):
+    """Keep the top scores of ``score(model, batches, **method options)`` (higher is kept), over
+    `iterations` rounds of shrinking density; also IMP's `criterion`."""
+
+    prepare = None  # once, on the working copy (SynFlow: the |θ| network in float64)
+
+    def score(self, model: nn.Module, batches, **options) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def find(self, model, density, *, data=None, input_shape=None, seed=0, current: Mask | None = None,
+             **options) -> Mask:
+        return _prune_by_scores(self, model, density, data=data, input_shape=input_shape, seed=seed, current=current,
+                                **options)
+
+
+@register
+class Magnitude(ScoreMethod):
+    name, summary = "magnitude", "the largest |θ|"
+    options = _scoring_options(1, data=False)
+
+    def score(self, model, batches):
+        return magnitude_scores(model)
+
+
+@register
+class Snip(ScoreMethod):
+    name, summary = "snip", "the largest |θ ⊙ ∂L/∂θ| (Lee et al. 2019)"
+    needs_data = True
+    options = _scoring_options(1, data=True)
+
+    def score(self, model, batches):
+        return snip_scores(model, batches)
+
+
+@register
+class Grasp(ScoreMethod):
+    name, summary = "grasp", "the largest θ ⊙ Hg: removes the largest −θ ⊙ Hg (Wang et al. 2020)"
+    needs_data = True
+    options = _scoring_options(1, data=True, per_class=10) | Options(
+        temperature=Opt(float, 200.0, "logits are divided by this", above=0))
+
+    def score(self, model, batches, temperature=200.0):
+        return grasp_scores(model, batches, temperature)
+
+
+@register
+class Synflow(ScoreMethod):
+    name, summary = "synflow", "the largest |θ ⊙ ∂R/∂θ| of the |θ| network on ones, float64 (Tanaka et al. 2020)"
+    needs_input_shape, shape_from_data = True, True
+    options = _scoring_options(100, data=False)
+    prepare = staticmethod(linearized)
+
+    def score(self, model, batches, input_shape=()):
+        return synflow_scores(model, batches, input_shape=input_shape)
+
+
+@register
+class MagnitudeGradient(ScoreMethod):
+    name, summary = "magnitude_gradient", "the largest |θ|^a · |∂L/∂θ|^b (Lévai & Zombori 2020)"
+    needs_data = True
+    options = _scoring_options(1, data=True) | Options(a=Opt(float, 1.0, "exponent of |θ|", min=0),
+                                                       b=Opt(float, 1.0, "exponent of |∂L/∂θ|", min=0))
+
+    def score(self, model, batches, a=1.0, b=1.0):
+        return gradient_blend_scores(model, batches, a, b)
+
+
+METHODS.alias("blend", "magnitude_gradient")  # its old second name
+
+
+def _check_fits(model: nn.Module, batches) -> None:
+    """One forward pass on two examples, so a model built for other inputs fails here, in one line."""
+    x = batches[0][0][:2]
+    p = next(model.parameters())
+    was = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(x.to(p.device, p.dtype))
+    except (RuntimeError, ValueError, IndexError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(f"the model does not take this data's inputs of shape {tuple(x.shape[1:])} ({first}); "
+                        "build it for that input shape") from None
+    finally:
+        model.train(was)
+
+
+def _prune_by_scores(method: ScoreMethod, model: nn.Module, density: float, *, data=None, input_shape=None,
+                     seed: int = 0, scope: str = "global", iterations: int = 1, schedule_kind: str = "exponential",
+                     samples: int = 128, per_class: int | None = None, current: Mask | None = None,
+                     **options) -> Mask:
+    """Score with `method` and keep the top weights, over `iterations` rounds of shrinking density
+    (each round re-scores the network with the previous round's mask applied). Options are validated."""
     batches = None
-    if crit.needs_data:
-        if data is None:
-            raise DataError(f"{criterion} scores weights with the loss on data: pass data= (a dataset name such "
-                            "as 'digits', a Dataset, a DataLoader or an (x, y) pair of tensors)")
+    if method.needs_data:
         batches = sample_batches(data, samples, per_class=per_class, seed=seed)
-    if criterion == "synflow":
+        _check_fits(model, batches)
+    if method.needs_input_shape:
         if input_shape is None:
-            if data is None:
-                raise GraphError("synflow feeds an all-ones input: pass input_shape=(C, H, W) (or data=)")
             input_shape = tuple(sample_batches(data, 1, seed=seed)[0][0].shape[1:])
         options["input_shape"] = tuple(input_shape)
-    rounds = crit.iterations if iterations is None else iterations
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # dropout and the like draw from here, not from the caller's stream
         work = copy.deepcopy(model).train()
-        if crit.prepare is not None:
-            work = crit.prepare(work)
+        if method.prepare is not None:
+            work = method.prepare(work)
         mask = current
-        densities = schedule(density, rounds, schedule_kind)
+        densities = schedule(density, iterations, schedule_kind)
         densities[-1] = density  # exactly, whatever the rounding of the schedule
         for d in densities:
             if mask is not None:
                 mask.apply(work)
-            mask = keep_top(crit.score(work, batches, **options), d, scope=scope, current=mask, seed=seed)
-    meta = {"method": criterion, "density": density, "seed": seed, "scope": scope, "iterations": rounds,
+            mask = keep_top(method.score(work, batches, **options), d, scope=scope, current=mask, seed=seed)
+    meta = {"method": method.name, "density": density, "seed": seed, "scope": scope, "iterations": iterations,
             "schedule": schedule_kind, "dtype": str(next(work.parameters()).dtype).replace("torch.", "")}
     if batches is not None:
         meta.update(samples=sum(len(y) for _, y in batches), per_class=per_class)
@@ -165,17 +238,19 @@ def prune_by_scores(model: nn.Module, criterion: str, density: float, *, data=No
     return mask.with_meta(**meta)
 
 
-def _method(criterion: str, **defaults):
-    def finder(model, density, *, data=None, input_shape=None, seed=0, **options):
-        return prune_by_scores(model, criterion, density, data=data, input_shape=input_shape, seed=seed,
-                               **{**defaults, **options})
-    finder.__doc__ = f"{criterion} ticket (see pathnet.pruning.saliency)."
-    return finder
+def prune_by_scores(model: nn.Module, criterion: str, density: float, *, data=None, input_shape=None, seed: int = 0,
+                    current: Mask | None = None, **options) -> Mask:
+    """The ticket of the score method `criterion` (a ScoreMethod in METHODS), optionally inside `current`
+    (weights it pruned stay pruned): what IMP prunes each level with. Options are checked first."""
+    method = score_method(criterion)
+    opts = method.check(density, data=data, input_shape=input_shape, seed=seed, options=options)
+    return method.find(model, float(density), data=data, input_shape=input_shape, seed=seed, current=current, **opts)
 
 
-register("magnitude")(_method("magnitude"))
-register("snip")(_method("snip"))
-register("grasp")(_method("grasp", per_class=10, temperature=200.0))
-register("synflow")(_method("synflow"))
-register("magnitude_gradient")(_method("magnitude_gradient", a=1.0, b=1.0))
-register("blend")(_method("blend"))
+def score_method(name: str) -> ScoreMethod:
+    """The score method `name` (RegistryError for an unknown name; OptionError for a method that does not score)."""
+    method = METHODS[name]
+    if not isinstance(method, ScoreMethod):
+        scoring = [n for n in METHODS.names() if isinstance(METHODS[n], ScoreMethod)]
+        raise OptionError(f"criterion {name!r} does not score weights; choose one of {', '.join(scoring)}")
+    return method

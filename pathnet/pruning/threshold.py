@@ -15,7 +15,7 @@ from typing import Mapping
 import numpy as np
 import torch
 
-from ..errors import DensityError, WeightError, check_density
+from ..errors import DensityError, OptionError, WeightError, check_density, check_int
 from . import budget
 from ..mask import Mask
 
@@ -133,7 +133,7 @@ def keep_top(scores: Mapping[str, torch.Tensor], density: float, *, scope: str =
     """
     check_density(density)
     if scope not in ("global", "layerwise"):
-        raise ValueError(f"scope must be 'global' or 'layerwise', got {scope!r}")
+        raise OptionError(f"scope={scope!r} is not allowed: scope takes one of 'global', 'layerwise'")
     names = list(scores)
     device = scores[names[0]].device
     sizes = np.array([scores[k].numel() for k in names])
@@ -168,13 +168,12 @@ def schedule(density: float, iterations: int, kind: str = "exponential") -> list
     """Densities of `iterations` pruning rounds ending at `density`: d^(k/n) (exponential, as SynFlow)
     or 1 − (1 − d)·k/n (linear)."""
     check_density(density)
-    if iterations < 1:
-        raise ValueError(f"iterations must be ≥ 1, got {iterations}")
+    check_int("iterations", iterations, min=1, error=OptionError)
     if kind == "exponential":
         return [density ** (k / iterations) for k in range(1, iterations + 1)]
     if kind == "linear":
         return [1 - (1 - density) * k / iterations for k in range(1, iterations + 1)]
-    raise ValueError(f"schedule must be 'exponential' or 'linear', got {kind!r}")
+    raise OptionError(f"schedule_kind={kind!r} is not allowed: schedule_kind takes one of 'exponential', 'linear'")
 
 
 def layer_counts_mask(counts: Mapping[str, int], shapes: Mapping[str, tuple], seed: int, meta: dict) -> Mask:

@@ -12,24 +12,32 @@ mask, checkpoints and result; a killed run resumes at the level and step it reac
 
 from __future__ import annotations
 
+import contextlib
 import copy
-import json
+import inspect
+import math
 import os
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..errors import HparamError
-from ..hparams import Step
+from .. import __version__
+from ..errors import HparamError, check_int, check_seed
+from ..hparams import Step, TrainingHparams, step_problem
+from ..io import atomic_write, write_json
 from ..mask import Mask
-from ..pruning.saliency import prune_by_scores
-from ..io import atomic_write
-from .loop import Callback, TrainState, as_dataset, deterministic_mode, train
+from ..options import Opt, Options
+from ..pruning import METHODS
+from ..pruning.saliency import ScoreMethod, score_method
+from ..run import bound, check_run_dir, model_identity
+from .loop import (Callback, TrainState, _hparams, as_dataset, check_finite, deterministic_mode, log_line,
+                   progress_mode, resolve_device, train)
 
-__all__ = ["imp", "IMPResult"]
+__all__ = ["imp", "IMPResult", "IMP_OPTIONS"]
 
 
 @dataclass
@@ -78,23 +86,91 @@ def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
+#: IMP's own options (also what a sweep's [options.imp] table may set)
+IMP_OPTIONS = Options(
+    rewind=Opt(str, "0it", "the step every level rewinds to (weights and BN statistics), e.g. 0it, 500it, 1ep",
+               check=step_problem),
+    criterion=Opt(str, "magnitude", "the score each level keeps the top of",
+                  choices=tuple(n for n in METHODS.names() if isinstance(METHODS[n], ScoreMethod))),
+    score_at=Opt(str, "end", "the weights scored: at the end of training, at the rewind step or at init",
+                 choices=("end", "rewind", "init")),
+    samples=Opt(int, 128, "examples a data-dependent criterion scores", min=1))
+
+_TRAIN_ARGS = set(inspect.signature(train).parameters) - {"model", "mask", "data", "overrides", "seed", "run_dir",
+                                                          "start_step", "deterministic", "overwrite"}
+_HPARAMS = {f.name for f in fields(TrainingHparams)}
+
+
+class _Resumed(Callback):
+    def on_train_start(self, state: TrainState) -> None:
+        self.at = (state.resumed_from, state.total) if state.resumed_from is not None else None
+
+
 def imp(model: nn.Module, data: Any = "digits", *, levels: int = 3, rate: float = 0.2, rewind: str | int = "0it",
         criterion: str = "magnitude", score_at: str = "end", run_dir: str | os.PathLike | None = None, seed: int = 0,
-        samples: int = 128, deterministic: bool = False, **train_kwargs) -> IMPResult:
-    """Run `levels` rounds of IMP with rewinding to `rewind` (a step: "0it", "500it", "1ep")."""
-    if not 0 < rate < 1:
-        raise HparamError(f"rate is the fraction of remaining weights pruned per level: in (0, 1), got {rate}")
-    if score_at not in ("end", "rewind", "init"):
-        raise HparamError(f"score_at must be 'end', 'rewind' or 'init', got {score_at!r}")
+        samples: int = 128, deterministic: bool = False, criterion_options: dict | None = None,
+        overwrite: bool = False, progress: bool | None = None, **train_kwargs) -> IMPResult:
+    """Run `levels` rounds of IMP with rewinding to `rewind` (a step: "0it", "500it", "1ep").
+
+    Every argument is checked before the dense training starts; `criterion_options` are the
+    criterion's declared options (``pathnet methods``). With `run_dir` the run is bound to its
+    arguments (``manifest.json``; more or fewer levels may be asked on a rerun) and locked; `overwrite`
+    clears it first. `progress`: tqdm bars on a terminal, else one line per level (False: silent).
+    """
+    levels = check_int("levels", levels, min=1)
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate < 1:
+        raise HparamError(f"rate={rate!r} is not allowed: the fraction of remaining weights pruned per level is a "
+                          "number in (0, 1)")
+    if isinstance(rewind, int) and not isinstance(rewind, bool) and rewind >= 0:
+        rewind = f"{rewind}it"
+    opts = IMP_OPTIONS.validate({"rewind": rewind, "criterion": criterion, "score_at": score_at, "samples": samples},
+                                where="imp ")
+    method = score_method(criterion)
+    given = dict(criterion_options or {})
+    if "samples" in method.options:
+        given.setdefault("samples", opts["samples"])
+    given.setdefault("iterations", 1)
+    crit_opts = method.check_options(given)
+    seed = check_seed(seed)
+    if not isinstance(deterministic, bool) or not isinstance(overwrite, bool):
+        raise HparamError(f"deterministic and overwrite must be True or False, got {deterministic!r}, {overwrite!r}")
+    mode = progress_mode(progress)
+    unknown = [k for k in train_kwargs if k not in _TRAIN_ARGS and k not in _HPARAMS]
+    if unknown:
+        raise HparamError(f"imp() got an unknown argument {unknown[0]!r}; it takes IMP's arguments, train()'s "
+                          f"({', '.join(sorted(_TRAIN_ARGS))}) and training hyperparameters ({', '.join(_HPARAMS)})")
+    ds = as_dataset(data)
+    overrides = {k: v for k, v in train_kwargs.items() if k in _HPARAMS}
+    h = _hparams(model, ds, train_kwargs.get("hparams"), train_kwargs.get("epochs"), train_kwargs.get("steps"),
+                 overrides)
+    resolve_device(train_kwargs.get("device", "auto"))
+    per_epoch = math.ceil(len(ds.train) / h.batch_size)
+    total, k_rewind = Step.parse(h.duration, per_epoch).iteration, Step.parse(opts["rewind"], per_epoch).iteration
+    if k_rewind >= total:
+        raise HparamError(f"rewind step {rewind} ({k_rewind} iterations) is not before the end of training "
+                          f"({total} iterations)")
+    root = check_run_dir(run_dir) if run_dir is not None else None
+    check_finite(model)
+    manifest = {"kind": "imp", **model_identity(model), "data": ds.name, "levels": levels, "rate": float(rate),
+                **opts, "criterion_options": crit_opts, **h.to_dict(), "seed": seed, "deterministic": deterministic,
+                "pathnet": __version__}
+    with (bound(root, manifest, overwrite=overwrite, extendable=("levels",)) if root is not None
+          else contextlib.nullcontext()):
+        return _imp(model, ds, levels, float(rate), opts, method, crit_opts, root, seed, deterministic, mode,
+                    train_kwargs)
+
+
+def _imp(model, ds, levels, rate, opts, method, crit_opts, root, seed, deterministic, mode, train_kwargs) -> IMPResult:
+    rewind, score_at = opts["rewind"], opts["score_at"]
+    train_kwargs = dict(train_kwargs)
     with deterministic_mode(deterministic):
-        ds = as_dataset(data)
-        root = Path(run_dir) if run_dir is not None else None
         init_state = _cpu_state(model)
         user_callbacks = tuple(train_kwargs.pop("callbacks", ()))
         masks: list[Mask] = [Mask.ones(model).with_meta(method="imp", level=0, density=1.0)]
         results, accuracy, finals = [], [], []
         rewind_state, k = None, 0
         for level in range(levels + 1):
+            t0 = time.perf_counter()
             level_dir = root / f"level_{level:02d}" if root is not None else None
             if level > 0:
                 mask_path = level_dir / "mask.safetensors" if level_dir is not None else None
@@ -104,10 +180,10 @@ def imp(model: nn.Module, data: Any = "digits", *, levels: int = 3, rate: float 
                     scored = copy.deepcopy(model)
                     scored.load_state_dict({"end": finals[-1] if finals else init_state, "rewind": rewind_state,
                                             "init": init_state}[score_at])
-                    mask = prune_by_scores(scored, criterion, (1 - rate) ** level, data=ds.train, seed=seed,
-                                           current=masks[-1], iterations=1, samples=samples)
-                    mask = mask.with_meta(method="imp", level=level, criterion=criterion, score_at=score_at, rate=rate,
-                                          density=mask.density)
+                    mask = method.find(scored, (1 - rate) ** level, data=ds.train, seed=seed, current=masks[-1],
+                                       **crit_opts)
+                    mask = mask.with_meta(method="imp", level=level, criterion=method.name, score_at=score_at,
+                                          rate=rate, density=mask.density)
                     if mask_path is not None:
                         mask.save(mask_path)
                 masks.append(mask)
@@ -120,17 +196,22 @@ def imp(model: nn.Module, data: Any = "digits", *, levels: int = 3, rate: float 
                     k, rewind_state = payload["step"], payload["state"]
                 else:
                     capture = _CaptureAt(rewind, saved)
+            resumed = _Resumed()
             result = train(model, masks[level], ds, seed=seed, run_dir=level_dir, start_step=k if level else 0,
-                           callbacks=user_callbacks + ((capture,) if capture else ()), deterministic=deterministic,
-                           **train_kwargs)
+                           callbacks=user_callbacks + (resumed,) + ((capture,) if capture else ()),
+                           deterministic=deterministic, progress=mode == "bar", **train_kwargs)
             if capture is not None:
                 k, rewind_state = capture.step, capture.state
             results.append(result.to_dict())
             accuracy.append(result.test_accuracy)
             finals.append(result.state_dict)
+            if mode == "lines":
+                if getattr(resumed, "at", None):
+                    log_line(f"imp level {level}: resumed from step {resumed.at[0]} of {resumed.at[1]}")
+                log_line(f"imp level {level}/{levels}  density {masks[level].density:.4f}  test acc "
+                         f"{result.test_accuracy:.4f}  {time.perf_counter() - t0:.1f} s")
     if root is not None:
-        summary = {"levels": levels, "rate": rate, "rewind_step": k, "criterion": criterion, "score_at": score_at,
+        summary = {"levels": levels, "rate": rate, "rewind_step": k, "criterion": method.name, "score_at": score_at,
                    "deterministic": deterministic, "densities": [m.density for m in masks], "accuracy": accuracy}
-        atomic_write(root / "imp.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=1)))
+        write_json(root / "imp.json", summary)
     return IMPResult(masks, accuracy, results, k, rewind_state, init_state, finals)
-

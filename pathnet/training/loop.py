@@ -15,9 +15,6 @@ CPU, and on CUDA with ops that have deterministic kernels).
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
-import json
 import math
 import os
 import platform
@@ -33,20 +30,49 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset as TorchDataset, TensorDataset
 
 from ..data import Dataset, get as get_dataset
-from ..errors import DataError, HparamError, RunError
+from ..errors import (DataError, DivergenceError, HparamError, RunError, WeightError, check_int, check_seed)
 from ..hparams import Step, TrainingHparams, training_defaults
-from ..io import atomic_write
+from ..io import atomic_write, write_csv, write_json
 from ..mask import Mask, prunable_weights
+from ..run import bound, check_run_dir
 
 __all__ = ["train", "evaluate", "TrainResult", "TrainState", "Callback", "Evaluate", "Checkpoint", "MetricsWriter",
-           "Progress", "DeviceData", "deterministic_mode", "resolve_device", "versions"]
+           "Progress", "StopOnDivergence", "log_line", "progress_mode", "DeviceData", "deterministic_mode", "resolve_device", "versions"]
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """"auto": CUDA when present, else the CPU."""
+    """"auto": CUDA when present, else the CPU. HparamError for a device that is not one, or not here."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda", "mps"):
+        raise HparamError(f"device {device!r} is not a device pathnet trains on; use cpu, cuda, cuda:N, mps or auto")
+    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+        have = f"{torch.cuda.device_count()} CUDA device(s)" if torch.cuda.is_available() else "no CUDA"
+        raise HparamError(f"device {device!r} is not available: this machine has {have}; use cpu or auto")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise HparamError(f"device {device!r} is not available here; use cpu or auto")
+    return dev
+
+
+def log_line(text: str) -> None:
+    """One progress line to stderr (above a tqdm bar, if one is showing)."""
+    from tqdm.auto import tqdm
+
+    tqdm.write(text, file=sys.stderr)
+    sys.stderr.flush()
+
+
+def progress_mode(progress: bool | None) -> str:
+    """"bar" (tqdm, on a terminal), "lines" (one line per epoch/level/cell, off a terminal) or "off"."""
+    if progress is not None and not isinstance(progress, bool):
+        raise HparamError(f"progress must be True, False or None (automatic), got {progress!r}")
+    if progress is False:
+        return "off"
+    return "bar" if sys.stderr.isatty() else "lines"
 
 
 def versions() -> dict[str, str]:
@@ -161,6 +187,7 @@ class TrainState:
     loss: torch.Tensor | None = None  # the last batch's mean loss (on the device: float() waits for it)
     running: Running = field(default_factory=Running)
     callbacks: list[Callback] = field(default_factory=list, repr=False)
+    resumed_from: int | None = None  # the checkpoint's step, when this run resumed one
 
     @property
     def epoch(self) -> float:
@@ -236,36 +263,92 @@ class MetricsWriter(Callback):
         self.run_dir = run_dir
 
     def on_eval(self, state: TrainState) -> None:
-        keys = list(dict.fromkeys(k for row in state.history for k in row))
-        text = io.StringIO()
-        writer = csv.DictWriter(text, keys, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(state.history)
-        atomic_write(self.run_dir / "metrics.csv", lambda tmp: Path(tmp).write_text(text.getvalue()))
-        atomic_write(self.run_dir / "metrics.json",
-                     lambda tmp: Path(tmp).write_text(json.dumps(state.history, indent=1)))
+        write_csv(self.run_dir / "metrics.csv", state.history)
+        write_json(self.run_dir / "metrics.json", state.history)
 
 
 class Progress(Callback):
-    """A tqdm bar of steps with the last test accuracy (shown on a terminal unless `enabled` says otherwise)."""
+    """Progress on stderr: a tqdm bar of steps on a terminal; elsewhere (a log, nohup) one line per
+    evaluation ("epoch 3/10  train loss 0.41  test acc 0.912  12.3 s"); "resumed from step N of M"
+    when a run resumes. `enabled=False` is silent; None or True: bar or lines as stderr allows."""
 
-    def __init__(self, enabled: bool | None = None):
-        self.enabled, self.bar = (sys.stderr.isatty() if enabled is None else enabled), None
+    def __init__(self, enabled: bool | None = None, label: str = ""):
+        self.mode = progress_mode(enabled)
+        self.label, self.bar = label, None
 
     def on_train_start(self, state: TrainState) -> None:
-        from tqdm.auto import tqdm
+        if self.mode == "off":
+            return
+        if state.resumed_from is not None:
+            log_line(f"{self.label}resumed from step {state.step} of {state.total}")
+        if self.mode == "bar":
+            from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=state.total, initial=state.step, disable=not self.enabled, unit="it", desc="train",
-                        leave=False)
+            self.bar = tqdm(total=state.total, initial=state.step, unit="it", desc=self.label.strip() or "train",
+                            leave=False, file=sys.stderr)
 
     def on_step_end(self, state: TrainState) -> None:
-        self.bar.update(1)
+        if self.bar is not None:
+            self.bar.update(1)
 
     def on_eval(self, state: TrainState) -> None:
-        self.bar.set_postfix(test_acc=f"{state.history[-1]['test_accuracy']:.3f}")
+        row = state.history[-1]
+        if self.bar is not None:
+            self.bar.set_postfix(test_acc=f"{row['test_accuracy']:.3f}")
+        elif self.mode == "lines":
+            log_line(f"{self.label}epoch {_num(state.epoch)}/{_num(state.total / state.per_epoch)}  train loss "
+                     f"{row['train_loss']:.4f}  test acc {row['test_accuracy']:.4f}  {row['seconds']:.1f} s")
 
     def on_train_end(self, state: TrainState) -> None:
-        self.bar.close()
+        self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _num(x: float) -> str:
+    return f"{x:.0f}" if abs(x - round(x)) < 1e-9 else f"{x:.2f}"
+
+
+class StopOnDivergence(Callback):
+    """Stops training with a DivergenceError (naming the step and the learning rate) once the loss is NaN
+    or infinite, before any evaluation or checkpoint sees the broken weights. On the CPU every step is
+    checked; on other devices the first bad step is kept on the device (no waiting) and read at the
+    steps in `read_at` (evaluations, checkpoints) and at the end."""
+
+    def __init__(self, *read_at: int):
+        self.read_at, self.first = read_at, None
+
+    def on_train_start(self, state: TrainState) -> None:
+        self.first = None
+
+    def on_step_end(self, state: TrainState) -> None:
+        if state.device.type == "cpu":
+            value = float(state.loss)
+            if not math.isfinite(value):
+                self._stop(state, state.step, value)
+            return
+        bad = ~torch.isfinite(state.loss)
+        self.first = (torch.where(bad, state.step, 0) if self.first is None
+                      else torch.where(bad & (self.first == 0), state.step, self.first))
+        if any(_due(state, every) for every in self.read_at):
+            self.check(state)
+
+    def on_train_end(self, state: TrainState) -> None:
+        self.check(state)
+
+    def check(self, state: TrainState) -> None:
+        if self.first is not None and int(self.first):
+            self._stop(state, int(self.first), None)
+
+    @staticmethod
+    def _stop(state: TrainState, step: int, value: float | None) -> None:
+        lr = state.hparams.lr * _lr_factor(state.hparams, step - 1, state.total, state.per_epoch)
+        what = f"is {value}" if value is not None else "is NaN or infinite"
+        raise DivergenceError(f"training diverged: the loss {what} at step {step} of {state.total} (lr {lr:g}); "
+                              "lower the learning rate (lr=, --lr) or add warm-up (warmup=, --warmup)")
 
 
 class Checkpoint(Callback):
@@ -441,10 +524,66 @@ def _prepare(model: nn.Module, mask: Mask | None, dev: torch.device, channels_la
 
 def _hparams(model: nn.Module, ds: Dataset, hparams: TrainingHparams | None, epochs, steps,
              overrides: dict) -> TrainingHparams:
+    if hparams is not None and not isinstance(hparams, TrainingHparams):
+        raise HparamError(f"hparams must be a pathnet.hparams.TrainingHparams, got {type(hparams).__name__}")
     h = (hparams or training_defaults(getattr(model, "pathnet_name", None), ds.name)).with_(**overrides)
+    if epochs is not None and steps is not None:
+        raise HparamError(f"give epochs= ({epochs!r}) or steps= ({steps!r}), not both")
     if epochs is not None:
-        h = h.with_(duration=f"{int(epochs)}ep")
-    return h.with_(duration=str(steps)) if steps is not None else h
+        h = h.with_(duration=f"{check_int('epochs', epochs, min=1)}ep")
+    if steps is not None:
+        if isinstance(steps, int) and not isinstance(steps, bool):
+            steps = f"{check_int('steps', steps, min=1)}it"
+        h = h.with_(duration=str(steps))
+    return h
+
+
+def check_finite(model: nn.Module) -> None:
+    """WeightError naming the first parameter or buffer of `model` holding NaN or infinite values."""
+    for k, v in model.state_dict().items():
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            bad = "NaN" if bool(torch.isnan(v).any()) else "infinite"
+            raise WeightError(f"the model's {k!r} holds {bad} values; training needs finite weights (re-initialise "
+                              "the model or load another state)")
+
+
+def _check_fits(model: nn.Module, dataset: TorchDataset, device: torch.device) -> None:
+    """One forward pass on two examples in eval mode (no statistics or RNG touched), so a model built for
+    other inputs fails here with one line instead of deep in the loop."""
+    x = next(iter(batches(dataset, 2)))[0].to(device)
+    was = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(x)
+    except (RuntimeError, ValueError, IndexError, TypeError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise DataError(f"the model does not take this data's inputs of shape {tuple(x.shape[1:])} ({first}); build "
+                        "it for that input shape or give other data") from None
+    finally:
+        model.train(was)
+
+
+def _step_at_least(name: str, value, per_epoch: int, minimum: int) -> int:
+    try:
+        it = Step.parse(value, per_epoch).iteration
+    except HparamError:
+        raise HparamError(f"{name}={value!r} is not a step: write epochs and/or iterations, e.g. '2ep', '500it'") \
+            from None
+    if isinstance(value, bool) or it < minimum:
+        raise HparamError(f"{name}={value!r} is not allowed: it must be a step of at least {minimum} iteration(s)")
+    return it
+
+
+def train_manifest(model: nn.Module, mask: Mask | None, ds: Dataset, h: TrainingHparams, *, seed: int,
+                   deterministic: bool, start: int, eval_every: int, amp: bool) -> dict[str, Any]:
+    """What determines a training run's result (a run dir's manifest.json)."""
+    from .. import __version__
+    from ..run import model_identity
+
+    return {"kind": "train", **model_identity(model), "data": ds.name,
+            "mask": mask.sha256() if mask is not None else None, **h.to_dict(), "seed": seed,
+            "deterministic": deterministic, "start_step": start, "eval_every": eval_every, "amp": amp,
+            "pathnet": __version__}
 
 
 def _epoch_batches(train_set: TorchDataset, batch_size: int, per_epoch: int, seed: int, step: int) -> Iterator:
@@ -462,7 +601,7 @@ def train(model: nn.Module, mask: Mask | None = None, data: Any = "digits", *, e
           callbacks: Sequence[Callback] = (), run_dir: str | os.PathLike | None = None, progress: bool | None = None,
           amp: bool = False, start_step: int | str = 0, eval_every: str = "1ep", checkpoint_every: str = "1ep",
           deterministic: bool = False, channels_last: bool | None = None, compile: bool = False,
-          **overrides) -> TrainResult:
+          overwrite: bool = False, **overrides) -> TrainResult:
     """Train `model` in place under `mask` on `data` and return what happened.
 
     Length: `epochs`, `steps` ("500it", "2ep") or the hparams' duration. Any field of
@@ -471,68 +610,103 @@ def train(model: nn.Module, mask: Mask | None = None, data: Any = "digits", *, e
     through the schedule (IMP's rewinding); `eval_every` and `checkpoint_every` are steps. `amp`:
     bf16 autocast on CUDA; `deterministic`: see :func:`deterministic_mode` (recorded, and checked
     on resume); `channels_last`: None = on for conv nets on CUDA; `compile`: torch.compile the model.
+
+    Every argument is checked before any work. With `run_dir`, the run is bound to its arguments
+    (``manifest.json``: a rerun with other arguments raises RunError; `overwrite=True` clears the
+    directory first) and locked against a second writer. A NaN or infinite loss stops training with
+    DivergenceError; `progress`: see :class:`Progress` (False: silent).
     """
     t0 = time.perf_counter()
     ds = as_dataset(data)
+    if not isinstance(model, nn.Module):
+        raise HparamError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if mask is not None and not isinstance(mask, Mask):
+        raise HparamError(f"mask must be a pathnet.Mask or None, got {type(mask).__name__}")
+    seed = check_seed(seed)
+    for name, flag in (("deterministic", deterministic), ("amp", amp), ("compile", compile), ("overwrite", overwrite)):
+        if not isinstance(flag, bool):
+            raise HparamError(f"{name} must be True or False, got {flag!r}")
+    progress_mode(progress)
     h = _hparams(model, ds, hparams, epochs, steps, overrides)
     dev = resolve_device(device)
     per_epoch = math.ceil(len(ds.train) / h.batch_size)
     total = Step.parse(h.duration, per_epoch).iteration
-    eval_at, ckpt_at = (max(1, Step.parse(s, per_epoch).iteration) for s in (eval_every, checkpoint_every))
+    eval_at = _step_at_least("eval_every", eval_every, per_epoch, 1)
+    ckpt_at = _step_at_least("checkpoint_every", checkpoint_every, per_epoch, 1)
+    start = _step_at_least("start_step", start_step, per_epoch, 0)
+    if start >= total:
+        raise HparamError(f"start_step={start_step!r} ({start} iterations) is not before the end of training "
+                          f"({h.duration}, {total} iterations)")
+    root = check_run_dir(run_dir) if run_dir is not None else None
+    check_finite(model)
     with deterministic_mode(deterministic):
         channels_last, masked, masks = _prepare(model, mask, dev, channels_last)
-        state = TrainState(model, _optimizer(model, h), h, ds, dev, Step.parse(start_step, per_epoch).iteration,
-                           total, per_epoch, Path(run_dir) if run_dir is not None else None, seed=seed,
-                           deterministic=deterministic)
         on_device = DeviceData(dev)  # train and test tensors copied to the device once
-        saver = Checkpoint(state.run_dir, ckpt_at) if state.run_dir is not None else None
-        state.callbacks = [*callbacks, Evaluate(on_device(ds.test), eval_at), Progress(progress),
-                           *((MetricsWriter(state.run_dir), saver) if saver else ())]
-        torch.manual_seed(seed)
-        if saver is not None:
-            saver.restore(state)  # before any callback sees the state
-        forward = torch.compile(model) if compile else model
-        autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if amp and dev.type == "cuda"
-                    else contextlib.nullcontext())
-        optimizer, train_set = state.optimizer, on_device(ds.train)
-        state.fire("on_train_start")
-        model.train()
-        while state.step < total and not state.stop:
-            stream = _epoch_batches(train_set, h.batch_size, per_epoch, seed, state.step)
-            if saver is not None:
-                saver.resume_rng()  # now that the batches are where they were at the checkpoint
-            if state.step % per_epoch == 0:
-                state.fire("on_epoch_start")
-            for x, y in stream:
-                x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
-                if channels_last and x.dim() == 4:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                for group in optimizer.param_groups:
-                    group["lr"] = h.lr * _lr_factor(h, state.step, total, per_epoch)
-                with autocast:
-                    out = forward(x)
-                    loss = F.cross_entropy(out, y)
-                optimizer.zero_grad(set_to_none=False)
-                loss.backward()
-                if masked:
-                    torch._foreach_mul_([w.grad for w in masked], masks)
-                optimizer.step()
-                state.loss = loss.detach()
-                state.running.add(state.loss, out, y)  # summed on the device: no waiting here
-                state.step += 1
-                state.fire("on_step_end")
-                if state.step % per_epoch == 0:
-                    state.fire("on_epoch_end")
-                if state.step >= total or state.stop:
-                    break
-        state.fire("on_train_end")
-        last = state.history[-1] if state.history and state.history[-1]["step"] == state.step else None
-        test_loss, test_acc = (last["test_loss"], last["test_accuracy"]) if last else evaluate(model, ds.test, dev)
-    weights = {k: v.detach().to("cpu", memory_format=torch.contiguous_format, copy=True)
-               for k, v in model.state_dict().items()}  # contiguous even from channels-last (safetensors needs it)
-    result = TrainResult(state.history, test_acc, test_loss, weights, mask, h, state.step,
-                         round(time.perf_counter() - t0, 3), str(dev), seed, versions(), deterministic)
-    if state.run_dir is not None:
-        atomic_write(state.run_dir / "result.json",
-                     lambda tmp: Path(tmp).write_text(json.dumps(result.to_dict(), indent=1, default=str)))
+        train_set = on_device(ds.train)
+        _check_fits(model, train_set, dev)
+        manifest = train_manifest(model, mask, ds, h, seed=seed, deterministic=deterministic, start=start,
+                                  eval_every=eval_at, amp=amp)
+        with (bound(root, manifest, overwrite=overwrite) if root is not None else contextlib.nullcontext()):
+            state = TrainState(model, _optimizer(model, h), h, ds, dev, start, total, per_epoch, root, seed=seed,
+                               deterministic=deterministic)
+            saver = Checkpoint(root, ckpt_at) if root is not None else None
+            progress_cb = Progress(progress)
+            state.callbacks = [*callbacks, StopOnDivergence(eval_at, ckpt_at), Evaluate(on_device(ds.test), eval_at),
+                               progress_cb, *((MetricsWriter(root), saver) if saver else ())]
+            torch.manual_seed(seed)
+            if saver is not None and saver.restore(state):  # before any callback sees the state
+                state.resumed_from = state.step
+            try:
+                _loop(state, model, saver, train_set, compile, amp, channels_last, masked, masks)
+            finally:
+                progress_cb.close()
+            last = state.history[-1] if state.history and state.history[-1]["step"] == state.step else None
+            test_loss, test_acc = (last["test_loss"], last["test_accuracy"]) if last else evaluate(model, ds.test, dev)
+            weights = {k: v.detach().to("cpu", memory_format=torch.contiguous_format, copy=True)
+                       for k, v in model.state_dict().items()}  # contiguous even from channels-last (safetensors needs it)
+            result = TrainResult(state.history, test_acc, test_loss, weights, mask, h, state.step,
+                                 round(time.perf_counter() - t0, 3), str(dev), seed, versions(), deterministic)
+            if root is not None:
+                write_json(root / "result.json", result.to_dict())
     return result
+
+
+def _loop(state: TrainState, model: nn.Module, saver: Checkpoint | None, train_set, compile: bool, amp: bool,
+          channels_last: bool, masked: list, masks: list) -> None:
+    """Steps until the end (or a callback's stop): forward, backward, mask the gradients, step, callbacks."""
+    h, dev, total, per_epoch, seed = state.hparams, state.device, state.total, state.per_epoch, state.seed
+    forward = torch.compile(model) if compile else model
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if amp and dev.type == "cuda"
+                else contextlib.nullcontext())
+    optimizer = state.optimizer
+    state.fire("on_train_start")
+    model.train()
+    while state.step < total and not state.stop:
+        stream = _epoch_batches(train_set, h.batch_size, per_epoch, seed, state.step)
+        if saver is not None:
+            saver.resume_rng()  # now that the batches are where they were at the checkpoint
+        if state.step % per_epoch == 0:
+            state.fire("on_epoch_start")
+        for x, y in stream:
+            x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+            if channels_last and x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            for group in optimizer.param_groups:
+                group["lr"] = h.lr * _lr_factor(h, state.step, total, per_epoch)
+            with autocast:
+                out = forward(x)
+                loss = F.cross_entropy(out, y)
+            optimizer.zero_grad(set_to_none=False)
+            loss.backward()
+            if masked:
+                torch._foreach_mul_([w.grad for w in masked], masks)
+            optimizer.step()
+            state.loss = loss.detach()
+            state.running.add(state.loss, out, y)  # summed on the device: no waiting here
+            state.step += 1
+            state.fire("on_step_end")
+            if state.step % per_epoch == 0:
+                state.fire("on_epoch_end")
+            if state.step >= total or state.stop:
+                break
+    state.fire("on_train_end")

@@ -11,16 +11,18 @@ barrier is the largest error on the path minus the mean of the two endpoint erro
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..errors import HparamError, check_int, check_seed
+from ..hparams import TrainingHparams
 from ..mask import Mask
-from .loop import (DeviceData, TrainResult, as_dataset, batches, deterministic_mode, evaluate, resolve_device,
-                   train)
+from .loop import (DeviceData, TrainResult, _hparams, as_dataset, batches, deterministic_mode, evaluate,
+                   resolve_device, train)
 
 __all__ = ["instability", "Instability", "interpolate"]
 
@@ -78,9 +80,31 @@ def instability(model: nn.Module, mask: Mask | None, data: Any = "digits", *, re
                 train_subset: int = 1000, device: str = "auto", deterministic: bool = False,
                 **train_kwargs) -> Instability:
     """Train two copies from `rewind_state` (default: the model's current state) with data-order seeds
-    `seeds`, then measure the error along the line between them."""
+    `seeds`, then measure the error along the line between them. Every argument is checked before
+    either copy trains."""
     ds = as_dataset(data)
     dev = resolve_device(device)
+    if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__len__") or len(seeds) != 2:
+        raise HparamError(f"seeds={seeds!r} is not allowed: give two different data-order seeds, e.g. (0, 1)")
+    seeds = tuple(check_seed(s) for s in seeds)
+    if seeds[0] == seeds[1]:
+        raise HparamError(f"seeds={seeds!r} is not allowed: two copies with the same seed train identically (barrier "
+                          "0 by construction); give two different seeds, e.g. (0, 1)")
+    alphas = check_int("alphas", alphas, min=3)
+    bn_batches = check_int("bn_batches", bn_batches, min=1)
+    train_subset = check_int("train_subset", train_subset, min=1)
+    if mask is not None and not isinstance(mask, Mask):
+        raise HparamError(f"mask must be a pathnet.Mask or None, got {type(mask).__name__}")
+    if rewind_state is not None:
+        if not isinstance(rewind_state, dict) or not all(isinstance(v, torch.Tensor) for v in rewind_state.values()):
+            raise HparamError("rewind_state must be a state dict (parameter name → tensor), e.g. an IMP run's "
+                              "rewind_state")
+        missing = set(model.state_dict()) - set(rewind_state)
+        if missing:
+            raise HparamError(f"rewind_state lacks {len(missing)} of the model's entries (e.g. {sorted(missing)[0]!r}); "
+                              "was it saved from another model?")
+    overrides = {k: v for k, v in train_kwargs.items() if k in {f.name for f in fields(TrainingHparams)}}
+    _hparams(model, ds, train_kwargs.get("hparams"), train_kwargs.get("epochs"), train_kwargs.get("steps"), overrides)
     start = {k: v.detach().clone() for k, v in (rewind_state or model.state_dict()).items()}
     with deterministic_mode(deterministic):
         ends = []
