@@ -125,6 +125,14 @@ class _Composite:
         return (channels[:, None] * self.spatial + np.arange(self.spatial)[None, :]).reshape(-1)
 
 
+def _keep_all(space) -> None:
+    if isinstance(space, _Composite):
+        for p in space.parts:
+            _keep_all(p)
+    else:
+        space.root().keep_all = True
+
+
 def _tie(a, b):
     if isinstance(a, _Composite) or isinstance(b, _Composite):
         if a is b:
@@ -156,9 +164,7 @@ def _spaces(gm: torch.fx.GraphModule) -> tuple[dict, dict]:
             continue
         if node.op == "output":
             for a in ins:
-                if isinstance(space[a], _Composite):
-                    raise GraphError("compact: the model outputs a concatenated or flattened tensor directly")
-                space[a].root().keep_all = True  # the outputs keep every unit
+                _keep_all(space[a])  # the outputs keep every unit
             continue
         if not ins:
             continue
@@ -203,6 +209,9 @@ def _spaces(gm: torch.fx.GraphModule) -> tuple[dict, dict]:
             space[node] = _Composite([space[ins[0]]], math.prod(inner[2:]))
         elif target is getattr or (node.op == "call_method" and target in ("size", "dim")):
             continue
+        elif isinstance(target, type) and issubclass(target, tuple):  # a named tuple of outputs (GoogLeNet's)
+            for a in ins:
+                _keep_all(space[a])
         else:
             raise GraphError(f"compact: {where} is not an op compaction can rewrite; it handles MLPs and "
                              "channel-first conv nets (VGG, ResNet, DenseNet, MobileNet, EfficientNet)")
@@ -236,7 +245,7 @@ def compact(model: nn.Module, mask: Mask, input_shape: Sequence[int], *, example
                          "choose a higher density or a method that keeps paths")
     masked = copy.deepcopy(model).eval()
     full.apply(masked)
-    gm = _trace(masked, is_handled_module)
+    gm = _trace(masked, is_handled_module, training=False)  # the function it computes at inference
     _shapes(gm, masked, input_shape)
     space, weights = _spaces(gm)
     reach = report.unit_reach()

@@ -149,3 +149,18 @@ def test_layer_collapse_and_unsupported_ops_are_clear_errors():
     vit = pn.models.get("vit_tiny", depth=1, width=8, heads=2)
     with pytest.raises(GraphError, match="compact: .*not an op compaction can rewrite"):
         pn.compact(vit, pn.Mask.ones(vit), (3, 32, 32))
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_small", "efficientnet_b0", "densenet121", "squeezenet1_1",
+                                  "googlenet"])
+def test_torchvision_families_compact_to_the_same_function(name):
+    from torchvision import models as tvm
+
+    kw = {"init_weights": False} if name == "googlenet" else {}
+    torch.manual_seed(0)
+    model = tvm.get_model(name, weights=None, num_classes=10, **kw).eval()
+    shape = (3, 32, 32)
+    mask = pn.prune(model, "magnitude", 0.1, scope="layerwise", seed=0)
+    compacted, _, report = pn.compact(model, mask, shape)
+    assert_same_function(model, mask, compacted, shape)
+    assert report.params_after <= report.params_before

@@ -356,11 +356,13 @@ class _Tracer(torch.fx.Tracer):
         return out
 
 
-def _trace(model: nn.Module, is_handled) -> torch.fx.GraphModule:
+def _trace(model: nn.Module, is_handled, training: bool = True) -> torch.fx.GraphModule:
+    """The model's fx graph, traced in training mode (the graph a ticket trains: auxiliary heads
+    included) or, with training=False, in eval mode."""
     tracer = _Tracer(is_handled)
     was_training = model.training
     try:
-        model.train()  # the graph a ticket trains: auxiliary heads included
+        model.train(training)
         graph = tracer.trace(model)
     except Exception as e:
         where = f" inside module {tracer.stack[-1]!r} ({type(model.get_submodule(tracer.stack[-1])).__name__})" \
