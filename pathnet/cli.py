@@ -35,6 +35,17 @@ def _arg_type(opt, name: str):
     return convert
 
 
+def _number_at_least(low: float, name: str):
+    """An argparse type for a finite number ≥ `low` (one line on a bad value)."""
+    def number(text: str) -> float:
+        value = float(text)  # not a number: argparse says "invalid float value"
+        if not low <= value < float("inf"):
+            raise argparse.ArgumentTypeError(f"{name} takes a number ≥ {low:g}, got {text!r}")
+        return value
+    number.__name__ = "float"
+    return number
+
+
 def _int_at_least(low: int, high: int | None = None, name: str = "value"):
     from .options import Opt
 
@@ -50,6 +61,17 @@ def _options(pairs: list[str]) -> dict:
             raise OptionError(f"--option takes KEY=VALUE, got {pair!r}")
         out[key.strip()] = value.strip()
     return out
+
+
+def _layer_options(args, options: dict) -> dict:
+    """--exclude (repeatable, each a comma list) and --density-of merged into the method options."""
+    for flag, key, value in (("--exclude", "exclude", ",".join(args.exclude) if args.exclude else None),
+                             ("--density-of", "density_of", args.density_of)):
+        if value is not None:
+            if key in options:
+                raise OptionError(f"give {key} as {flag} or as --option {key}=..., not both")
+            options[key] = value
+    return options
 
 
 def _writable(path: str | None, what: str) -> None:
@@ -149,7 +171,7 @@ def cmd_prune(args) -> int:
     from .pruning import METHODS, prune
 
     method = METHODS[args.method]
-    options = _options(args.option)
+    options = _layer_options(args, _options(args.option))
     method.check(args.density, seed=args.seed, options=options, data=True, input_shape=(1,))
     _writable(args.out, "--out")
     model, ds, shape = _model_and_data(args, needs_data=method.needs_data)
@@ -262,7 +284,8 @@ def cmd_imp(args) -> int:
     _check_training_outputs(args)
     model, ds, _ = _model_and_data(args, needs_data=True)
     res = imp(model, ds, levels=args.levels, rate=args.rate, rewind=args.rewind, criterion=args.criterion,
-              score_at=args.score_at, criterion_options=_options(args.option), run_dir=args.run_dir, seed=args.seed,
+              score_at=args.score_at, criterion_options=_layer_options(args, _options(args.option)),
+              run_dir=args.run_dir, seed=args.seed,
               device=args.device, overwrite=args.overwrite, progress=_progress(args), **_train_kwargs(args))
     rows = [f"level {i:>2}  density {m.density:.4f}  test acc {a:.4f}" for i, (m, a) in
             enumerate(zip(res.masks, res.accuracy))]
@@ -308,17 +331,49 @@ def cmd_instability(args) -> int:
     return 0
 
 
+def _sweep_command(args, run_dir) -> str:
+    """The `pathnet sweep` command that resumes this sweep (without --overwrite, which would clear it)."""
+    import shlex
+
+    words = ["pathnet", "sweep", args.grid, "--run-dir", str(run_dir)]
+    defaults = {"backend": "local", "address": None, "gpus_per_cell": 0, "cpus_per_cell": 1, "max_concurrent": None,
+                "device": "auto", "data_root": None, "cell_storage": None, "checkpoint_every": "1ep"}
+    for name, default in defaults.items():
+        value = getattr(args, name)
+        if value != default:
+            words += [f"--{name.replace('_', '-')}", f"{value:g}" if isinstance(value, float) else str(value)]
+    return shlex.join(words + (["--deterministic"] if args.deterministic else []) + (["--quiet"] if args.quiet else []))
+
+
 def cmd_sweep(args) -> int:
-    from .sweep import load_grid, run_sweep
+    from .sweep import SweepInterrupted, load_grid, run_sweep
 
     cells, overrides = load_grid(args.grid)
-    rows = run_sweep(cells, args.run_dir, backend=args.backend, address=args.address, gpus_per_cell=args.gpus_per_cell,
-                     device=args.device, data_root=args.data_root, train_overrides=overrides,
-                     deterministic=args.deterministic, overwrite=args.overwrite, progress=_progress(args))
-    print(f"{len(rows)} cells → {args.run_dir}/results.csv")
+    try:
+        rows = run_sweep(cells, args.run_dir, backend=args.backend, address=args.address,
+                         gpus_per_cell=args.gpus_per_cell, cpus_per_cell=args.cpus_per_cell,
+                         max_concurrent=args.max_concurrent, device=args.device, data_root=args.data_root,
+                         cell_storage=args.cell_storage, checkpoint_every=args.checkpoint_every,
+                         train_overrides=overrides, deterministic=args.deterministic, overwrite=args.overwrite,
+                         progress=_progress(args))
+    except SweepInterrupted as e:  # one line: what is kept, and the command that resumes
+        print(f"pathnet sweep: interrupted: {e.done} of {e.total} cells done in {e.run_dir} (unfinished cells "
+              f"resume from their last checkpoint); to resume, run: {_sweep_command(args, e.run_dir)}", file=sys.stderr)
+        return 130
+    print(f"{len(rows)} cells → {Path(args.run_dir).resolve()}/results.csv")
     for r in rows:
         print(f"  {r['model']:9} {r['dataset']:9} {r['method']:12} {r['density']:<7g} seed {r['seed']}  "
               f"acc {r['test_accuracy']:.4f}  log10 paths {r['log10_paths']:.2f}")
+    return 0
+
+
+def cmd_convert(args) -> int:
+    from .mask import Mask
+
+    _writable(args.out, "OUT")
+    mask = Mask.load(args.input)
+    path = mask.export(args.out, args.to)
+    print(f"{mask!r} → {path} ({args.to})")
     return 0
 
 
@@ -395,6 +450,16 @@ def _outputs(p: argparse.ArgumentParser, rows: str = "the per-layer rows") -> No
     p.add_argument("--csv", help=f"also write {rows} as CSV to this file")
 
 
+def _layer_selection(p: argparse.ArgumentParser) -> None:
+    from .pruning import COMMON_OPTIONS, EXCLUDE_PRESETS
+
+    p.add_argument("--exclude", action="append", metavar="NAMES",
+                   help="weights kept dense and outside the budget: names, globs (e.g. 'features.0.*') or presets "
+                   f"({', '.join(EXCLUDE_PRESETS)}); repeat it or give a comma list")
+    p.add_argument("--density-of", choices=COMMON_OPTIONS["density_of"].choices,
+                   help="the density counts the weights not excluded (prunable, default) or all weights")
+
+
 def _general(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars or progress lines")
     p.add_argument("--debug", action="store_true", help="on an unexpected error, show the traceback")
@@ -437,6 +502,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, data_help="; needed by methods that score with data (snip, grasp, magnitude_gradient)")
     p.add_argument("--option", action="append", metavar="KEY=VALUE", help="method option, e.g. bias=uniform "
                    "(see below)")
+    _layer_selection(p)
     p.add_argument("--out", default="mask.safetensors", help="where to save the mask (default: mask.safetensors)")
     p.set_defaults(run=cmd_prune)
 
@@ -477,6 +543,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--criterion", default="magnitude", help="score: magnitude, snip, grasp, synflow, "
                    "magnitude_gradient (default: magnitude)")
     p.add_argument("--option", action="append", metavar="KEY=VALUE", help="criterion option (see pathnet methods)")
+    _layer_selection(p)
     p.add_argument("--score-at", choices=("end", "rewind", "init"), default="end", help="weights to score")
     _run_dir(p)
     _training(p)
@@ -504,10 +571,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("grid", help="grid file (TOML)")
     _run_dir(p, "runs/sweep")
     p.add_argument("--backend", choices=("local", "ray"), default="local", help="where cells run (default: local)")
-    p.add_argument("--address", help="Ray cluster address (default: start a local Ray instance)")
-    p.add_argument("--gpus-per-cell", type=float, default=0, help="GPUs Ray gives each cell (default: 0)")
+    p.add_argument("--address", help="a running Ray cluster's HOST:PORT, as `ray start --head` prints it (default: "
+                   "start a local Ray instance)")
+    p.add_argument("--cpus-per-cell", type=_number_at_least(0, "--cpus-per-cell"), default=1,
+                   help="CPUs Ray gives each cell (default: 1)")
+    p.add_argument("--gpus-per-cell", type=_number_at_least(0, "--gpus-per-cell"), default=0,
+                   help="GPUs Ray gives each cell (default: 0)")
+    p.add_argument("--max-concurrent", type=_int_at_least(1, name="max-concurrent"),
+                   help="at most this many cells at once on Ray (default: as many as the cluster fits)")
     p.add_argument("--device", default="auto", help="device inside each cell (default: auto)")
-    p.add_argument("--data-root", help="folder with torchvision datasets")
+    p.add_argument("--data-root", help="folder with torchvision datasets; on a cluster it must exist at this path on "
+                   "every node")
+    p.add_argument("--checkpoint-every", default="1ep", help="a cell's training checkpoints this often, e.g. 1ep, "
+                   "200it; a retried or rerun cell resumes from its last checkpoint (default: 1ep)")
+    p.add_argument("--cell-storage", help="keep unfinished cells' checkpoints here (a folder at the same path on every "
+                   "node, e.g. a bucket mount) instead of sending them to the run dir through Ray")
     _deterministic(p)
     p.set_defaults(run=cmd_sweep)
 
@@ -518,6 +596,19 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, data_help="; only its input shape is used")
     p.add_argument("--out", default="compacted", help="directory for weights, mask and report (default: compacted)")
     p.set_defaults(run=cmd_compact)
+
+    from .mask import FORMATS
+
+    p = add("convert", help="convert a mask file between formats",
+            description="Read a mask in any known layout (pathnet safetensors or .pt, open_lth mask.pth or "
+                        "mask_* buffers, Synaptic-Flow / torch prune *_mask buffers) and write it as --to.",
+            epilog="formats:\n" + "\n".join(f"  {k}: {v}" for k, v in FORMATS.items()),
+            formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("input", metavar="IN", help="mask file (.safetensors, .pt or .pth)")
+    p.add_argument("out", metavar="OUT", help="file to write (.safetensors or .pt for pathnet; .pt or .pth for the "
+                   "others)")
+    p.add_argument("--to", choices=tuple(FORMATS), default="pathnet", help="format of OUT (default: pathnet)")
+    p.set_defaults(run=cmd_convert)
 
     p = add("figures", help="regenerate figures/ with the analysis scripts",
             description="Run analysis/fig_*.py (full mode unless --quick).")

@@ -10,7 +10,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +28,7 @@ __all__ = ["Cell", "run_cell", "grad_norm", "ROW_COLUMNS"]
 #: the scalar columns of a result row, in table order
 ROW_COLUMNS = ("model", "dataset", "method", "density", "seed", "epochs", "kept", "test_accuracy", "log10_paths",
                "effective_density", "bottleneck_width", "layer_collapse", "grad_norm", "prune_seconds",
-               "train_seconds", "device")
+               "train_seconds", "device", "host", "node_id", "seconds", "retries")
 
 
 @dataclass(frozen=True)
@@ -72,11 +72,16 @@ def grad_norm(model: torch.nn.Module, mask: Mask, batch: tuple[torch.Tensor, tor
 
 def run_cell(cell: Cell, *, device: str = "auto", data_root: str | None = None, progress: bool = False,
              train_overrides: dict[str, Any] | None = None, mask_dir: str | os.PathLike | None = None,
-             deterministic: bool = False) -> dict[str, Any]:
+             deterministic: bool = False, run_dir: str | os.PathLike | None = None, callbacks: Sequence = (),
+             checkpoint_every: str = "1ep") -> dict[str, Any]:
     """Run one cell and return its row: the scalar ROW_COLUMNS plus per-layer structure, the
     training history, hyperparameters, mask provenance and versions. With `mask_dir` the mask is
     saved there as ``<cell key>.safetensors`` (its path in the row's ``mask_path``). `deterministic` is
-    passed to training (and recorded in the row)."""
+    passed to training (and recorded in the row).
+
+    With `run_dir`, training (or IMP) checkpoints there every `checkpoint_every` steps and resumes from
+    what it finds there, to the same result as an uninterrupted run; `callbacks` go to training
+    (pathnet.training.loop.Callback; for IMP, to every level's training)."""
     ds = datasets.get(cell.dataset, root=data_root)
     build = lambda: models.get(cell.model, num_classes=ds.num_classes, input_shape=ds.input_shape,  # noqa: E731
                                seed=cell.seed)
@@ -84,11 +89,14 @@ def run_cell(cell: Cell, *, device: str = "auto", data_root: str | None = None, 
     overrides = {**cell.train, **(train_overrides or {})}
     if cell.epochs is not None:
         overrides["epochs"] = cell.epochs
+    training = ({"run_dir": run_dir, "checkpoint_every": checkpoint_every} if run_dir is not None else {})
+    if callbacks:
+        training["callbacks"] = tuple(callbacks)
     t0 = time.perf_counter()
     if cell.method == "imp":  # L levels of at most 20% each, ending exactly at the density
         levels = max(1, math.ceil(math.log(cell.density) / math.log(0.8)))
         result = imp(model, ds, levels=levels, rate=1 - cell.density ** (1 / levels), seed=cell.seed, device=device,
-                     progress=progress, deterministic=deterministic, **{**cell.options, **overrides})
+                     progress=progress, deterministic=deterministic, **{**cell.options, **overrides}, **training)
         mask, trained, train_seconds = result.masks[-1], result.results[-1], None
         at_init = build()
         at_init.load_state_dict(result.rewind_state)
@@ -103,7 +111,7 @@ def run_cell(cell: Cell, *, device: str = "auto", data_root: str | None = None, 
     if cell.method != "imp":
         t1 = time.perf_counter()
         trained = train(model, mask, ds, seed=cell.seed, device=device, progress=progress,
-                        deterministic=deterministic, **overrides).to_dict()
+                        deterministic=deterministic, **training, **overrides).to_dict()
         train_seconds = time.perf_counter() - t1
     row = {"model": cell.model, "dataset": cell.dataset, "method": cell.method, "density": cell.density,
            "seed": cell.seed, "epochs": trained["hparams"]["duration"], "kept": mask.num_kept,

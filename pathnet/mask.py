@@ -3,13 +3,16 @@
 A mask maps parameter names (``"features.0.weight"``) to bool tensors of the weight's shape.
 It never holds weights and never changes after construction: every operation returns a new
 mask. Masks read the three conventions found in the wild (torch.nn.utils.prune ``*_mask``
-buffers, Synaptic-Flow ``weight_mask`` buffers, open_lth ``mask_*`` buffers) and write
-safetensors (or ``.pt`` state dicts) atomically.
+buffers, Synaptic-Flow ``weight_mask`` buffers, open_lth ``mask_*`` buffers and ``mask.pth``
+files) and write safetensors (or ``.pt`` state dicts) atomically; :meth:`Mask.export` writes the
+other tools' layouts (:data:`FORMATS`) and :meth:`Mask.to_torch_prune` applies a mask with
+``torch.nn.utils.prune``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 from pathlib import Path
@@ -20,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import MaskError
+from .errors import MaskError, OptionError
 from .io import atomic_write
 
 PRUNABLE_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -29,6 +32,23 @@ _ORDER_KEY = "pathnet_order"
 
 
 _ATTENTION_WEIGHTS = ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight")
+
+#: mask file formats :meth:`Mask.export` writes and :meth:`Mask.load` reads, with their layout
+FORMATS = {
+    "pathnet": "pathnet's own: safetensors of bool tensors with the metadata (or a .pt state dict of them)",
+    "open_lth": "open_lth's mask.pth: torch.save of {weight name: int32 0/1 tensor} (no metadata)",
+    "synflow": "Synaptic-Flow's buffers: torch.save of {'<module>.weight_mask': float32 0/1 tensor} (no metadata)",
+    "torch-prune-state": "the mask buffers torch.nn.utils.prune registers, as a state dict: "
+                         "{'<module>.<param>_mask': float32 0/1 tensor} (the same layout as synflow; no metadata)",
+}
+
+
+def _torch_bytes(state: Mapping[str, Any]) -> bytes:
+    """torch.save of `state` to memory: the archive is named 'archive', not after a (temporary) file name,
+    so the same state gives the same bytes."""
+    buf = io.BytesIO()
+    torch.save(dict(state), buf)
+    return buf.getvalue()
 
 
 def prunable_weights(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -128,6 +148,11 @@ class Mask(Mapping[str, torch.Tensor]):
         converted = False
         for key, value in state.items():
             head, _, last = key.rpartition(".")
+            if last == "bias_mask":  # Synaptic-Flow masks biases too (all kept unless --prune-bias)
+                if isinstance(value, torch.Tensor) and bool((value != 1).any()):
+                    raise MaskError(f"{key!r} prunes a bias; pathnet masks weights only (biases are never pruned)")
+                converted = True
+                continue
             if last.endswith("_mask"):
                 out[f"{head}.{last[:-5]}" if head else last[:-5]] = value
                 converted = True
@@ -187,9 +212,34 @@ class Mask(Mapping[str, torch.Tensor]):
         if path.suffix in (".pt", ".pth"):
             state: dict[str, Any] = {**self._masks, f"__{_META_KEY}_meta__": json.dumps(dict(self._meta),
                                                                                        sort_keys=True)}
-            return atomic_write(path, lambda tmp: torch.save(state, tmp))
+            data = _torch_bytes(state)
+            return atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
         header = {_META_KEY: json.dumps(dict(self._meta), sort_keys=True), _ORDER_KEY: json.dumps(list(self._masks))}
         data = _safetensors_bytes(self._masks, header)
+        return atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+
+    def to_state_dict(self, format: str = "pathnet") -> dict[str, torch.Tensor]:
+        """The entries in another tool's layout (:data:`FORMATS`); :meth:`from_state_dict` reads each back."""
+        if format not in FORMATS:
+            raise OptionError(f"format {format!r} is not known; choose one of {', '.join(FORMATS)}")
+        if format == "pathnet":
+            return dict(self._masks)
+        if format == "open_lth":
+            return {k: m.to(torch.int32) for k, m in self._masks.items()}
+        return {f"{k}_mask": m.to(torch.float32) for k, m in self._masks.items()}
+
+    def export(self, path: str | os.PathLike, format: str = "pathnet") -> Path:
+        """Write atomically in `format` (:data:`FORMATS`): "pathnet" is :meth:`save`; the others are torch
+        state dicts (a .pt or .pth file) without metadata. :meth:`load` reads every format back, the same
+        entries bit for bit, and the same mask gives the same file, byte for byte."""
+        if format not in FORMATS:
+            raise OptionError(f"format {format!r} is not known; choose one of {', '.join(FORMATS)}")
+        path = Path(path)
+        if format == "pathnet":
+            return self.save(path)
+        if path.suffix not in (".pt", ".pth"):
+            raise MaskError(f"{format} masks are torch state dicts: give {path.name!r} a .pt or .pth suffix")
+        data = _torch_bytes(self.to_state_dict(format))
         return atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
 
     def sha256(self) -> str:
@@ -309,6 +359,22 @@ class Mask(Mapping[str, torch.Tensor]):
         with torch.no_grad():
             for k, w in weights.items():
                 w.mul_(self._masks[k].to(device=w.device, dtype=w.dtype))
+        return model
+
+    def to_torch_prune(self, model: nn.Module) -> nn.Module:
+        """Apply the mask with ``torch.nn.utils.prune.custom_from_mask`` to every weight it names
+        (attention in-projections included): each gets a ``<param>_orig`` parameter and a ``<param>_mask``
+        buffer (the weight's dtype) that :meth:`from_model` reads back. All names are checked before any
+        change; returns `model`, changed in place."""
+        from torch.nn.utils import prune as torch_prune
+
+        weights = self.check(model)
+        modules = dict(model.named_modules())
+        for k in weights:
+            mod_name, _, attr = k.rpartition(".")
+            module = modules[mod_name]
+            w = weights[k]
+            torch_prune.custom_from_mask(module, attr, self._masks[k].to(device=w.device, dtype=w.dtype))
         return model
 
     def __repr__(self) -> str:

@@ -120,7 +120,7 @@ def test_every_subcommand_has_help():
     parser = cli.build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
     assert set(sub.choices) == {"demo", "prune", "analyze", "compare", "compact", "train", "imp", "instability",
-                                "sweep", "figures", "methods"}
+                                "sweep", "figures", "methods", "convert"}
     for name, p in sub.choices.items():
         assert p.description and all(a.help for a in p._actions if a.dest != "help"), name
 

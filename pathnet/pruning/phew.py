@@ -11,6 +11,10 @@ the last weights are added as *bridges*
 (a free weight from a unit the input reaches to a unit that reaches the output, drawn ∝ |w|),
 each of which closes a path by itself. Only if no bridge exists (a ticket saturating its
 reachable subnetwork, near density 1) are the largest free weights added, with a warning.
+
+Excluded weights (``exclude=``) are marked kept before the first walk: walks cross them as any
+kept weight (choosing by |w| as everywhere), but they are never new, so the budget counts only
+the other weights.
 """
 
 from __future__ import annotations
@@ -32,22 +36,29 @@ from . import budget as weight_budget
 
 
 def phew_mask(dag: LayeredDAG, density: float, *, seed: int = 0, bias: str = "magnitude", kernel: str = "weight",
-              patience: int = 2_000, progress: bool = False) -> Mask:
-    """PHEW on a DAG (see the module docstring). `dag.mask`, if any, limits which weights walks may keep."""
+              patience: int = 2_000, progress: bool = False, exclude: tuple[str, ...] = ()) -> Mask:
+    """PHEW on a DAG (see the module docstring). `dag.mask`, if any, limits which weights walks may keep;
+    the weights `exclude` names are kept whole and outside the budget."""
     Phew.options.validate({"bias": bias, "kernel": kernel, "patience": patience, "progress": progress},
                           where="phew option ")
     net = FlatNetwork(dag)
+    state = np.zeros(len(net.absw), dtype=np.uint8)
+    n_excluded = 0
+    for p in exclude:  # kept before any walk: walks cross them, never count them
+        if p in net.param_offset:
+            n = int(np.prod(dag.param_shapes[p]))
+            state[net.param_offset[p]:net.param_offset[p] + n] = 1
+            n_excluded += n
     # weights no path crosses (Swin-v2's position-bias MLP) stay dense, inside the budget
     constant = {k: torch.ones(s, dtype=torch.bool) for k, s in dag.constant_shapes.items()}
-    n_constant = sum(m.numel() for m in constant.values())
-    target = weight_budget(net.num_weights + n_constant, density) - n_constant
+    n_constant = sum(m.numel() for k, m in constant.items() if k not in exclude)
+    target = weight_budget(net.num_weights - n_excluded + n_constant, density) - n_constant
     if target < 1:
         raise DensityError(f"density {density} keeps fewer weights than the {n_constant:,} that no path crosses "
                            f"({', '.join(constant)}), which PHEW keeps dense; ask for more")
-    if target > int(net.allowed.sum()):
+    if target > int((net.allowed & (state == 0)).sum()):
         raise DensityError(f"density {density} asks for {target:,} weights but the DAG's mask allows only "
-                           f"{int(net.allowed.sum()):,}")
-    state = np.zeros(len(net.absw), dtype=np.uint8)
+                           f"{int((net.allowed & (state == 0)).sum()):,}")
     rng = np.array([(int(seed) * 0x9E3779B97F4A7C15 + 1) % 2**64], dtype=np.uint64)
     seeds_in = np.arange(dag.layers[0].size, dtype=np.int64)
     out_layer = np.concatenate([np.full(dag.layers[i].size, i) for i in dag.output_layers]).astype(np.int64)
@@ -120,7 +131,7 @@ class Phew(Method):
         patience=Opt(int, 2_000, "walks in a row that add nothing before bridges finish the budget", min=1),
         progress=Opt(bool, False, "a progress bar of kept weights (stderr)"))
 
-    def find(self, model, density, *, data=None, input_shape=None, seed=0, **options):
+    def find(self, model, density, *, data=None, input_shape=None, seed=0, exclude=(), **options):
         if input_shape is None:
             raise GraphError("phew walks the model's graph and needs input_shape, e.g. input_shape=(3, 32, 32)")
-        return phew_mask(to_dag(model, input_shape), density, seed=seed, **options)
+        return phew_mask(to_dag(model, input_shape), density, seed=seed, exclude=exclude, **options)

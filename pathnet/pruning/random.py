@@ -16,7 +16,7 @@ from torch import nn
 
 from ..mask import Mask, prunable_weights
 from ..options import Opt, Options
-from . import Method, budget, register
+from . import Method, budget, register, with_dense
 from .threshold import allocate, layer_counts_mask
 
 
@@ -34,70 +34,82 @@ def _capped_scale(raw: np.ndarray, sizes: np.ndarray, total: int) -> np.ndarray:
         dense |= over
 
 
-def _random_from_counts(model: nn.Module, counts: np.ndarray, seed: int, meta: dict) -> Mask:
-    shapes = {k: tuple(w.shape) for k, w in prunable_weights(model).items()}
-    return layer_counts_mask(dict(zip(shapes, counts)), shapes, seed, meta)
+def _weights(model: nn.Module, exclude=()) -> dict[str, torch.Tensor]:
+    """The prunable weights of `model` that `exclude` (resolved names) does not name."""
+    return {k: w for k, w in prunable_weights(model).items() if k not in set(exclude)}
 
 
-def _sizes(model: nn.Module) -> tuple[list[str], np.ndarray]:
-    weights = prunable_weights(model)
+def _random_from_counts(model: nn.Module, counts: np.ndarray, seed: int, meta: dict, exclude=()) -> Mask:
+    shapes = {k: tuple(w.shape) for k, w in _weights(model, exclude).items()}
+    mask = layer_counts_mask(dict(zip(shapes, counts)), shapes, seed, meta)
+    return with_dense(mask, model, exclude) if exclude else mask
+
+
+def _sizes(model: nn.Module, exclude=()) -> tuple[list[str], np.ndarray]:
+    weights = _weights(model, exclude)
     return list(weights), np.array([w.numel() for w in weights.values()], dtype=np.int64)
 
 
-def uniform(model: nn.Module, density: float, *, seed: int = 0) -> Mask:
-    """The same density in every layer, positions uniformly at random."""
-    names, sizes = _sizes(model)
+def uniform(model: nn.Module, density: float, *, seed: int = 0, exclude=()) -> Mask:
+    """The same density in every layer (but those in `exclude`, kept dense), positions uniformly at random."""
+    names, sizes = _sizes(model, exclude)
     counts = allocate(density * sizes, sizes, budget(int(sizes.sum()), density))
-    return _random_from_counts(model, counts, seed, {"method": "random", "density": density, "seed": seed})
+    return _random_from_counts(model, counts, seed, {"method": "random", "density": density, "seed": seed}, exclude)
 
 
 @register
 class Random(Method):
     name, summary = "random", "the same density in every layer, positions at random"
 
-    def find(self, model, density, *, data=None, input_shape=None, seed=0):
-        return uniform(model, density, seed=seed)
+    def find(self, model, density, *, data=None, input_shape=None, seed=0, exclude=()):
+        return uniform(model, density, seed=seed, exclude=exclude)
 
 
-def erk_densities(model: nn.Module, density: float) -> dict[str, float]:
-    """ERK layer densities: ∝ (Σ of the weight's dims) / (Π of its dims), capped at 1."""
-    weights = prunable_weights(model)
+def erk_densities(model: nn.Module, density: float, exclude=()) -> dict[str, float]:
+    """ERK layer densities: ∝ (Σ of the weight's dims) / (Π of its dims), capped at 1 (of the weights
+    `exclude` does not name)."""
+    weights = _weights(model, exclude)
     sizes = np.array([w.numel() for w in weights.values()], dtype=np.int64)
     raw = np.array([sum(w.shape) / math.prod(w.shape) for w in weights.values()])
     fractional = _capped_scale(raw, sizes, density * sizes.sum())
     return dict(zip(weights, fractional / sizes))
 
 
-def erk(model: nn.Module, density: float, *, seed: int = 0) -> Mask:
+def erk(model: nn.Module, density: float, *, seed: int = 0, exclude=()) -> Mask:
     """Erdős–Rényi-Kernel densities (Evci et al. 2020), positions at random."""
-    names, sizes = _sizes(model)
-    dens = erk_densities(model, density)
+    names, sizes = _sizes(model, exclude)
+    dens = erk_densities(model, density, exclude)
     counts = allocate(np.array([dens[k] for k in names]) * sizes, sizes, budget(int(sizes.sum()), density))
-    return _random_from_counts(model, counts, seed, {"method": "erk", "density": density, "seed": seed})
+    return _random_from_counts(model, counts, seed, {"method": "erk", "density": density, "seed": seed}, exclude)
 
 
 @register
 class ERK(Method):
     name, summary = "erk", "Erdős–Rényi-Kernel layer densities (∝ Σ dims / Π dims), positions at random"
 
-    def find(self, model, density, *, data=None, input_shape=None, seed=0):
-        return erk(model, density, seed=seed)
+    def find(self, model, density, *, data=None, input_shape=None, seed=0, exclude=()):
+        return erk(model, density, seed=seed, exclude=exclude)
 
 
 def smart_ratio_densities(model: nn.Module, density: float, *, linear_density: float = 0.3,
-                          depth_scaling: bool = False) -> dict[str, float]:
+                          depth_scaling: bool = False, exclude=()) -> dict[str, float]:
     """Su et al. (2020): the classifier (last layer) keeps `linear_density`; body layer l of L
     (1-based, L counting the classifier) keeps ∝ (L−l+1)² + (L−l+1), divided by l² with
     `depth_scaling` (the authors' VGG variant). When the budget cannot give the classifier its
-    share, it gets the global density."""
-    weights = prunable_weights(model)
+    share, it gets the global density. Layers in `exclude` keep their depth l but take no share
+    (an excluded classifier is dense: the body shares the whole budget)."""
+    every = list(prunable_weights(model))
+    weights = _weights(model, exclude)
     sizes = np.array([w.numel() for w in weights.values()], dtype=np.int64)
-    n = len(sizes)
-    ranks = np.arange(1, n + 1)
-    raw = ((n - ranks + 1) ** 2 + (n - ranks + 1)).astype(np.float64)
+    n_all = len(every)
+    ranks = np.array([every.index(k) + 1 for k in weights])
+    raw = ((n_all - ranks + 1) ** 2 + (n_all - ranks + 1)).astype(np.float64)
     if depth_scaling:
         raw /= ranks ** 2
     total = density * sizes.sum()
+    n = len(sizes)
+    if every[-1] not in weights:  # the classifier is excluded: no head share
+        return dict(zip(weights, _capped_scale(raw, sizes, total) / sizes))
     head = min(linear_density, 1.0) * sizes[-1]
     if n == 1 or head >= total or total - head > sizes[:-1].sum():
         head = density * sizes[-1]
@@ -106,14 +118,15 @@ def smart_ratio_densities(model: nn.Module, density: float, *, linear_density: f
 
 
 def smart_ratio(model: nn.Module, density: float, *, seed: int = 0, linear_density: float = 0.3,
-                depth_scaling: bool = False) -> Mask:
+                depth_scaling: bool = False, exclude=()) -> Mask:
     """Smart-ratio random ticket (Su et al. 2020)."""
-    names, sizes = _sizes(model)
-    dens = smart_ratio_densities(model, density, linear_density=linear_density, depth_scaling=depth_scaling)
+    names, sizes = _sizes(model, exclude)
+    dens = smart_ratio_densities(model, density, linear_density=linear_density, depth_scaling=depth_scaling,
+                                 exclude=exclude)
     counts = allocate(np.array([dens[k] for k in names]) * sizes, sizes, budget(int(sizes.sum()), density))
     meta = {"method": "smart_ratio", "density": density, "seed": seed, "linear_density": linear_density,
             "depth_scaling": depth_scaling}
-    return _random_from_counts(model, counts, seed, meta)
+    return _random_from_counts(model, counts, seed, meta, exclude)
 
 
 @register
@@ -122,8 +135,10 @@ class SmartRatio(Method):
     options = Options(linear_density=Opt(float, 0.3, "density of the classifier (last layer)", above=0, max=1),
                       depth_scaling=Opt(bool, False, "divide layer l's share by l² (the authors' VGG variant)"))
 
-    def find(self, model, density, *, data=None, input_shape=None, seed=0, linear_density=0.3, depth_scaling=False):
-        return smart_ratio(model, density, seed=seed, linear_density=linear_density, depth_scaling=depth_scaling)
+    def find(self, model, density, *, data=None, input_shape=None, seed=0, linear_density=0.3, depth_scaling=False,
+             exclude=()):
+        return smart_ratio(model, density, seed=seed, linear_density=linear_density, depth_scaling=depth_scaling,
+                           exclude=exclude)
 
 
 def shuffle_layerwise(mask: Mask, seed: int = 0) -> Mask:

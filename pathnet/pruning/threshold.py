@@ -122,9 +122,23 @@ def _comparable(s: torch.Tensor) -> torch.Tensor:
     return s if s.dtype in (torch.float32, torch.float64) else s.to(torch.float64)
 
 
+def keep_count(num_weights: int, density: float, count: str = "round") -> int:
+    """Weights a selection of `density` keeps of `num_weights`: round(d·N) ("round", pathnet's exact budget) or
+    N − int((1 − d)·N) ("floor_pruned": Synaptic-Flow prunes int((1 − d)·N), so it keeps up to one more)."""
+    if count == "round":
+        return budget(num_weights, density)
+    if count != "floor_pruned":
+        raise OptionError(f"count={count!r} is not allowed: count takes one of 'round', 'floor_pruned'")
+    n = num_weights - int((1.0 - check_density(density)) * num_weights)
+    if n < 1:
+        raise DensityError(f"density {density!r} keeps no weight of {num_weights:,} under count='floor_pruned'")
+    return n
+
+
 def keep_top(scores: Mapping[str, torch.Tensor], density: float, *, scope: str = "global",
-             current: Mask | None = None, seed: int = 0, meta: dict | None = None) -> Mask:
-    """Keep exactly round(density · N) weights with the highest scores.
+             current: Mask | None = None, seed: int = 0, meta: dict | None = None, count: str = "round") -> Mask:
+    """Keep exactly round(density · N) weights with the highest scores (`count="floor_pruned"`:
+    N − int((1 − density) · N), see :func:`keep_count`).
 
     `scope="layerwise"` keeps the same fraction in every layer (counts allocated so they add up
     exactly). Weights `current` has pruned are never kept again (only the unpruned compete).
@@ -137,7 +151,7 @@ def keep_top(scores: Mapping[str, torch.Tensor], density: float, *, scope: str =
     names = list(scores)
     device = scores[names[0]].device
     sizes = np.array([scores[k].numel() for k in names])
-    n_keep = budget(int(sizes.sum()), density)
+    n_keep = keep_count(int(sizes.sum()), density, count)
     alive, values = [], []  # per layer: the positions that may be kept (None: all) and their scores
     for k in names:
         s = _comparable(scores[k].to(device))

@@ -8,6 +8,8 @@ rewind point or at initialisation; rewinds every weight and buffer to step k, ap
 and retrains from step k to the end of the same schedule. With `run_dir` each level writes its
 mask, checkpoints and result; a killed run resumes at the level and step it reached. With
 `deterministic=True`, scoring and every level's training run in :func:`deterministic_mode`.
+`exclude=` (names, globs or presets such as "output", open_lth's default of never pruning the
+classifier) keeps those weights dense through every level; each level's density counts the others.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from ..hparams import Step, TrainingHparams, step_problem
 from ..io import atomic_write, write_json
 from ..mask import Mask
 from ..options import Opt, Options
-from ..pruning import METHODS
+from ..pruning import COMMON_OPTIONS, METHODS, resolve_exclude
 from ..pruning.saliency import ScoreMethod, score_method
 from ..run import bound, check_run_dir, model_identity
 from .loop import (Callback, TrainState, _hparams, as_dataset, check_finite, deterministic_mode, log_line,
@@ -94,7 +96,8 @@ IMP_OPTIONS = Options(
                   choices=tuple(n for n in METHODS.names() if isinstance(METHODS[n], ScoreMethod))),
     score_at=Opt(str, "end", "the weights scored: at the end of training, at the rewind step or at init",
                  choices=("end", "rewind", "init")),
-    samples=Opt(int, 128, "examples a data-dependent criterion scores", min=1))
+    samples=Opt(int, 128, "examples a data-dependent criterion scores", min=1),
+    exclude=COMMON_OPTIONS["exclude"])
 
 _TRAIN_ARGS = set(inspect.signature(train).parameters) - {"model", "mask", "data", "overrides", "seed", "run_dir",
                                                           "start_step", "deterministic", "overwrite"}
@@ -109,7 +112,7 @@ class _Resumed(Callback):
 def imp(model: nn.Module, data: Any = "digits", *, levels: int = 3, rate: float = 0.2, rewind: str | int = "0it",
         criterion: str = "magnitude", score_at: str = "end", run_dir: str | os.PathLike | None = None, seed: int = 0,
         samples: int = 128, deterministic: bool = False, criterion_options: dict | None = None,
-        overwrite: bool = False, progress: bool | None = None, **train_kwargs) -> IMPResult:
+        overwrite: bool = False, progress: bool | None = None, exclude=(), **train_kwargs) -> IMPResult:
     """Run `levels` rounds of IMP with rewinding to `rewind` (a step: "0it", "500it", "1ep").
 
     Every argument is checked before the dense training starts; `criterion_options` are the
@@ -123,14 +126,21 @@ def imp(model: nn.Module, data: Any = "digits", *, levels: int = 3, rate: float 
                           "number in (0, 1)")
     if isinstance(rewind, int) and not isinstance(rewind, bool) and rewind >= 0:
         rewind = f"{rewind}it"
-    opts = IMP_OPTIONS.validate({"rewind": rewind, "criterion": criterion, "score_at": score_at, "samples": samples},
-                                where="imp ")
+    opts = IMP_OPTIONS.validate({"rewind": rewind, "criterion": criterion, "score_at": score_at, "samples": samples,
+                                 "exclude": exclude}, where="imp ")
     method = score_method(criterion)
     given = dict(criterion_options or {})
     if "samples" in method.options:
         given.setdefault("samples", opts["samples"])
     given.setdefault("iterations", 1)
+    if opts["exclude"] and given.get("exclude"):
+        raise HparamError("give exclude= to imp() or in criterion_options, not both")
+    given["exclude"] = resolve_exclude(model, given.get("exclude") or opts["exclude"])
     crit_opts = method.check_options(given)
+    opts["exclude"] = crit_opts["exclude"] = list(crit_opts["exclude"])
+    if not opts["exclude"]:  # the manifest of a run without exclusion stays as it was
+        del opts["exclude"]
+        crit_opts = {k: v for k, v in crit_opts.items() if k not in COMMON_OPTIONS}
     seed = check_seed(seed)
     if not isinstance(deterministic, bool) or not isinstance(overwrite, bool):
         raise HparamError(f"deterministic and overwrite must be True or False, got {deterministic!r}, {overwrite!r}")
@@ -180,10 +190,11 @@ def _imp(model, ds, levels, rate, opts, method, crit_opts, root, seed, determini
                     scored = copy.deepcopy(model)
                     scored.load_state_dict({"end": finals[-1] if finals else init_state, "rewind": rewind_state,
                                             "init": init_state}[score_at])
-                    mask = method.find(scored, (1 - rate) ** level, data=ds.train, seed=seed, current=masks[-1],
-                                       **crit_opts)
+                    mask = method.ticket(scored, (1 - rate) ** level, data=ds.train, seed=seed,
+                                         current=masks[-1], **crit_opts)
                     mask = mask.with_meta(method="imp", level=level, criterion=method.name, score_at=score_at,
-                                          rate=rate, density=mask.density)
+                                          rate=rate, density=mask.density,
+                                          **({"exclude": opts["exclude"]} if "exclude" in opts else {}))
                     if mask_path is not None:
                         mask.save(mask_path)
                 masks.append(mask)
