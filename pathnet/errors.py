@@ -49,6 +49,10 @@ class RunError(PathnetError, ValueError):
     """A run directory that cannot be resumed as asked (it holds another run)."""
 
 
+class ClusterError(PathnetError, ConnectionError):
+    """A Ray cluster that cannot be reached, or that has no node able to run a cell."""
+
+
 class RegistryError(PathnetError, ValueError):
     """An unknown name asked of a registry (models, datasets, methods)."""
 

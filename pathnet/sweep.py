@@ -51,7 +51,7 @@ from typing import Any, Iterable, Sequence
 from tqdm.auto import tqdm
 
 from . import __version__, data as datasets, models
-from .errors import DataError, HparamError, PathnetError, RunError, check_density, check_int, check_seed
+from .errors import ClusterError, DataError, HparamError, PathnetError, RunError, check_density, check_int, check_seed
 from .experiment import ROW_COLUMNS, Cell, run_cell
 from .hparams import Step, TrainingHparams
 from .io import atomic_write, write_csv, write_json, write_text
@@ -168,9 +168,6 @@ def check_fits(cells: Sequence[Cell], data_root: str | None = None) -> None:
 def _cell_path(run_dir: Path, cell: Cell) -> Path:
     return run_dir / "cells" / f"{cell.key()}.json"
 
-
-class ClusterError(PathnetError, ConnectionError):
-    """A Ray cluster that cannot be reached, or that has no node able to run a cell."""
 
 
 class SweepInterrupted(KeyboardInterrupt):
