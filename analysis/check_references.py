@@ -215,28 +215,33 @@ def check_imp(levels: int = 10, rate: float = 0.2):
 def check_phew(reference: Path):
     runs = json.loads(reference.read_text())["runs"]
     out = []
-    ratios = {"vgg16": [], "resnet20_identity": [], "resnet20_shortcut": []}
+    ratios = {(rule, part): [] for rule in ("random", "never_identity") for part in ("vgg16", "identity", "shortcut")}
     for run in runs:
-        model = pn.models.get(run["model"], num_classes=10, seed=0)
-        mask = pn.prune(model, "phew", run["density_pct"] / 100, input_shape=SHAPE, seed=0)
-        ours = list(mask.layer_densities().items())
-        for (name, d), r in zip(ours, run["layer_density"]):
-            ratio = d / r if r > 0 else float("nan")
-            if run["model"] == "vgg16":
-                ratios["vgg16"].append(ratio)
-            elif "shortcut" in name:
-                ratios["resnet20_shortcut"].append(ratio)
-            elif name.startswith("blocks.") and int(name.split(".")[1]) not in (3, 6):
-                ratios["resnet20_identity"].append(ratio)
-    v, i, s = (np.array(ratios[k]) for k in ("vgg16", "resnet20_identity", "resnet20_shortcut"))
+        for rule in ("random", "never_identity") if run["model"] == "resnet20" else ("random",):
+            model = pn.models.get(run["model"], num_classes=10, seed=0)
+            mask = pn.prune(model, "phew", run["density_pct"] / 100, input_shape=SHAPE, seed=0, shortcuts=rule)
+            for (name, d), r in zip(mask.layer_densities().items(), run["layer_density"]):
+                ratio = d / r if r > 0 else float("nan")
+                if run["model"] == "vgg16":
+                    ratios[(rule, "vgg16")].append(ratio)
+                elif "shortcut" in name:
+                    ratios[(rule, "shortcut")].append(ratio)
+                elif name.startswith("blocks.") and int(name.split(".")[1]) not in (3, 6):
+                    ratios[(rule, "identity")].append(ratio)
+    r = {k: np.array(v) for k, v in ratios.items()}
+    v = r[("random", "vgg16")]
     out.append(row("PHEW", "authors' repo (VGG-16)", "(defaults)",
                    f"per-layer density ratio median {np.median(v):.2f}, range {v.min():.2f}–{v.max():.2f}", "same",
                    "VGG-16 at 1 / 2 / 5%; pathnet's init, the reference's own init"))
-    out.append(row("PHEW", "authors' repo (ResNet-20)", "none (shortcut rule not offered)",
-                   "—", f"identity blocks median ×{np.median(i):.2f}; downsampling shortcuts median "
-                   f"×{np.median(s):.2f} (range {s.min():.2f}–{s.max():.2f})",
-                   "ResNet-20 at 1 / 2 / 5 / 10%; pathnet forks into shortcuts at random, the authors' walks never "
-                   "take the identity"))
+    i, s = r[("never_identity", "identity")], r[("never_identity", "shortcut")]
+    i0, s0 = r[("random", "identity")], r[("random", "shortcut")]
+    out.append(row("PHEW", "authors' repo (ResNet-20)", "shortcuts=never_identity",
+                   f"identity blocks median ×{np.median(i):.2f} ({i.min():.2f}–{i.max():.2f}); downsampling "
+                   f"shortcuts ×{np.median(s):.2f} ({s.min():.2f}–{s.max():.2f})",
+                   f"identity blocks median ×{np.median(i0):.2f}; downsampling shortcuts median ×{np.median(s0):.2f} "
+                   f"(range {s0.min():.2f}–{s0.max():.2f})",
+                   "ResNet-20 at 1 / 2 / 5 / 10%; by default pathnet forks into identity shortcuts at random, the "
+                   "authors' walks never take the identity"))
     return out
 
 

@@ -184,7 +184,7 @@ def dense_cums(l1, out, forward):
 
 
 @njit(cache=True)
-def _walk(w, layer, unit, absw, allowed, state_w, uniform, whole, rng, touched):
+def _walk(w, layer, unit, absw, allowed, state_w, uniform, whole, rng, touched, avoid):
     """One walk from (`layer`, `unit`) to the end of the network in `w`'s direction.
 
     At every unit it picks, uniformly, one of the blocks in which the unit has edges (the block
@@ -194,18 +194,21 @@ def _walk(w, layer, unit, absw, allowed, state_w, uniform, whole, rng, touched):
     """
     n_new = 0
     while True:
-        n_ok = 0
+        n_ok = 0  # blocks in which the unit has edges (those `avoid` marks only if nothing else is left)
+        n_pref = 0
         for p in range(w.lay_ptr[layer], w.lay_ptr[layer + 1]):
             s, e = _row(w, w.lay_blk[p], unit)
             if e > s:
                 n_ok += 1
+                if not avoid[w.lay_blk[p]]:
+                    n_pref += 1
         if n_ok == 0:  # the end of the network, or a unit whose edges were all masked
             return n_new, w.lay_ptr[layer] == w.lay_ptr[layer + 1]
-        t = _randint(rng, n_ok)
+        t = _randint(rng, n_pref if n_pref > 0 else n_ok)
         b = -1
         for p in range(w.lay_ptr[layer], w.lay_ptr[layer + 1]):
             s, e = _row(w, w.lay_blk[p], unit)
-            if e > s:
+            if e > s and (n_pref == 0 or not avoid[w.lay_blk[p]]):
                 if t == 0:
                     b = w.lay_blk[p]
                     break
@@ -234,14 +237,15 @@ def _walk(w, layer, unit, absw, allowed, state_w, uniform, whole, rng, touched):
 
 @njit(cache=True)
 def phew_walks(fw, bw, absw, allowed, state_w, n_kept, budget, stop_at, seeds_in, seeds_out_layer,
-               seeds_out_unit, robin, uniform, whole, patience, rng, stats, max_path):
+               seeds_out_unit, robin, uniform, whole, patience, rng, stats, max_path, avoid):
     """Alternate forward and backward walks until `stop_at` weights are kept; return the kept count.
 
     Forward walks start at the input units in turn, backward walks at the output units in turn
     (`robin` = [next input, next output, walk counter] carries the turn between calls). A walk
     is kept whole or not at all: one that would pass `budget`, or that got stuck, is set aside
     and its marks undone. Stops early after `patience` walks in a row that add nothing.
-    `stats` accumulates [walks, set aside].
+    `stats` accumulates [walks, set aside]. A hop takes a block `avoid` marks only where the unit
+    has no other.
     """
     touched = np.empty(max_path, dtype=np.int64)
     idle = 0
@@ -249,12 +253,12 @@ def phew_walks(fw, bw, absw, allowed, state_w, n_kept, budget, stop_at, seeds_in
         if robin[2] % 2 == 0:
             unit = seeds_in[robin[0]]
             robin[0] = (robin[0] + 1) % seeds_in.shape[0]
-            n_new, done = _walk(fw, 0, unit, absw, allowed, state_w, uniform, whole, rng, touched)
+            n_new, done = _walk(fw, 0, unit, absw, allowed, state_w, uniform, whole, rng, touched, avoid)
         else:
             j = robin[1]
             robin[1] = (robin[1] + 1) % seeds_out_unit.shape[0]
             n_new, done = _walk(bw, seeds_out_layer[j], seeds_out_unit[j], absw, allowed, state_w, uniform, whole,
-                                rng, touched)
+                                rng, touched, avoid)
         robin[2] += 1
         stats[0] += 1
         ok = done and n_kept + n_new <= budget

@@ -260,3 +260,23 @@ def test_convert_command_goes_through_every_format_and_back(tmp_path, capsys):
                  str(tmp_path / "y.safetensors")]) == 2
     assert "matches no prunable weight" in capsys.readouterr().err
     assert np.isclose(Mask.load(first).layer_densities()["5.weight"], 1.0)
+
+
+def test_phew_never_identity_reproduces_the_authors_resnet20_densities():
+    """Oracle: the per-layer densities the authors' PHEW code produced (../shared/reference/phew_reference.json,
+    beside the checkout). Their walks never take an identity shortcut."""
+    import json
+    from pathlib import Path
+
+    ref = Path(__file__).resolve().parents[2] / "shared" / "reference" / "phew_reference.json"
+    if not ref.is_file():
+        pytest.skip("the shared PHEW reference is not beside the checkout")
+    run = next(r for r in json.loads(ref.read_text())["runs"] if r["model"] == "resnet20" and r["density_pct"] == 5)
+    ratios = {}
+    for rule in ("random", "never_identity"):
+        model = pn.models.get("resnet20", seed=0)
+        mask = pn.prune(model, "phew", 0.05, input_shape=(3, 32, 32), seed=0, shortcuts=rule)
+        assert mask.num_kept == round(0.05 * mask.num_total)
+        ratios[rule] = np.array([d / r for d, r in zip(mask.layer_densities().values(), run["layer_density"])])
+    assert np.all((ratios["never_identity"] > 0.8) & (ratios["never_identity"] < 1.4))
+    assert np.abs(np.log(ratios["never_identity"])).mean() < 0.5 * np.abs(np.log(ratios["random"])).mean()

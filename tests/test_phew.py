@@ -108,7 +108,8 @@ def first_hops(model, input_shape, bias, n_walks, seed=0, forward=True):
     counts = np.zeros(net.num_weights, dtype=np.int64)
     w, layer = (net.forward, 0) if forward else (net.backward, len(net.dag.layers) - 1)
     for _ in range(n_walks):
-        n_new, done = kernels._walk(w, layer, 0, net.absw, net.allowed, state, bias == "uniform", False, rng, touched)
+        n_new, done = kernels._walk(w, layer, 0, net.absw, net.allowed, state, bias == "uniform", False, rng, touched,
+                                    np.zeros(len(net.dag.blocks), dtype=np.bool_))
         assert done and n_new >= 1
         counts[touched[0]] += 1
         state[:] = 0
@@ -144,11 +145,17 @@ def test_uniform_bias_gives_equal_frequencies():
     assert scipy.stats.chisquare(bins(biased), bins(w / w.sum() * 12_000)).pvalue > 1e-3
 
 
-def test_residual_fork_is_taken_half_and_half():
-    # backward from the add: the block path (conv b) or the shortcut, each with probability 1/2
+@pytest.mark.parametrize("rule", ["random", "never_identity"])
+def test_residual_fork_is_taken_half_and_half_or_never_the_identity(rule):
+    # backward from the add: the block path (conv b) or the shortcut, each with probability 1/2 (binomial test);
+    # shortcuts="never_identity" (the authors' walks) always takes the block path
+    from pathnet.pruning.phew import identity_shortcuts
+
     model = tiny_resnet()
     net = FlatNetwork(pn.to_dag(model, (2, 4, 4)))
-    state = np.zeros(net.num_weights, dtype=np.uint8)
+    avoid = identity_shortcuts(net.dag) if rule == "never_identity" else np.zeros(len(net.dag.blocks), dtype=np.bool_)
+    assert avoid.sum() == (1 if rule == "never_identity" else 0)
+    state = np.zeros(len(net.absw), dtype=np.uint8)
     touched = np.empty(net.max_path, dtype=np.int64)
     rng = np.array([5], dtype=np.uint64)
     add = next(layer.index for layer in net.dag.layers if layer.kind == "add")
@@ -156,10 +163,14 @@ def test_residual_fork_is_taken_half_and_half():
     b_hi = b_lo + model.b.weight.numel()
     through_block = 0
     for _ in range(4000):
-        n_new, done = kernels._walk(net.backward, add, 0, net.absw, net.allowed, state, False, False, rng, touched)
+        n_new, done = kernels._walk(net.backward, add, 0, net.absw, net.allowed, state, False, False, rng, touched,
+                                    avoid)
         through_block += b_lo <= touched[0] < b_hi
         state[:] = 0
-    assert scipy.stats.binomtest(through_block, 4000, 0.5).pvalue > 1e-3
+    if rule == "random":
+        assert scipy.stats.binomtest(through_block, 4000, 0.5).pvalue > 1e-3
+    else:
+        assert through_block == 4000
 
 
 def test_whole_kernels_are_kept_whole():

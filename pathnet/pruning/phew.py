@@ -36,7 +36,8 @@ from . import budget as weight_budget
 
 
 def phew_mask(dag: LayeredDAG, density: float, *, seed: int = 0, bias: str = "magnitude", kernel: str = "weight",
-              patience: int = 2_000, progress: bool = False, exclude: tuple[str, ...] = ()) -> Mask:
+              patience: int = 2_000, progress: bool = False, exclude: tuple[str, ...] = (),
+              shortcuts: str = "random") -> Mask:
     """PHEW on a DAG (see the module docstring). `dag.mask`, if any, limits which weights walks may keep;
     the weights `exclude` names are kept whole and outside the budget."""
     Phew.options.validate({"bias": bias, "kernel": kernel, "patience": patience, "progress": progress},
@@ -67,6 +68,7 @@ def phew_mask(dag: LayeredDAG, density: float, *, seed: int = 0, bias: str = "ma
     stats = np.zeros(2, dtype=np.int64)
     uniform, whole = bias == "uniform", kernel == "whole"
     kept, bridged, dangling, single = 0, 0, 0, 0
+    avoid = identity_shortcuts(dag) if shortcuts == "never_identity" else np.zeros(len(dag.blocks), dtype=np.bool_)
     with tqdm(total=target, disable=not progress, delay=1.0, desc="PHEW walks", unit="w") as bar:
         chunk = max(1, target // 100) if progress else target
         # whole-kernel walks may be too big for the last few weights: single-entry walks finish
@@ -76,7 +78,7 @@ def phew_mask(dag: LayeredDAG, density: float, *, seed: int = 0, bias: str = "ma
                 stop_at = min(target, kept + chunk)
                 now = kernels.phew_walks(net.forward, net.backward, net.absw, net.allowed, state, kept, target,
                                          stop_at, seeds_in, out_layer, out_unit, robin, uniform, walk_whole,
-                                         patience, rng, stats, net.max_path)
+                                         patience, rng, stats, net.max_path, avoid)
                 bar.update(now - kept)
                 stalled, kept = now < stop_at, now
                 if stalled:
@@ -109,12 +111,22 @@ def phew_mask(dag: LayeredDAG, density: float, *, seed: int = 0, bias: str = "ma
             warnings.warn(f"PHEW: no free weight could join the input→output paths; the last {dangling} weights "
                           "were added by magnitude and may lie off the paths", RuntimeWarning, stacklevel=3)
     meta = {"method": "phew", "density": float(density), "seed": int(seed), "bias": bias, "kernel": kernel,
+            **({"shortcuts": shortcuts} if shortcuts != "random" else {}),
             "kept": int(kept), "walks": int(stats[0]), "set_aside": int(stats[1]), "bridged": bridged,
             "single_entry": single, "dangling": dangling}  # no timing: the same ticket gives the same file
     if constant:
         meta["dense_constant_params"] = list(constant)
         return Mask({**net.to_mask(state, meta), **constant}, meta)
     return net.to_mask(state, meta)
+
+
+def identity_shortcuts(dag: LayeredDAG) -> np.ndarray:
+    """Per block: is it an identity shortcut — weightless edges out of a layer that also feeds a weight
+    layer (a residual stream forking into the block path and the skip)?"""
+    feeds_weights = np.zeros(len(dag.layers), dtype=np.bool_)
+    for b in dag.blocks:
+        feeds_weights[b.src] |= b.prunable
+    return np.array([not b.prunable and feeds_weights[b.src] for b in dag.blocks], dtype=np.bool_)
 
 
 @register
@@ -129,7 +141,10 @@ class Phew(Method):
         kernel=Opt(str, "weight", "per kernel crossed keep one entry (weight) or the whole kernel (whole)",
                    choices=("weight", "whole")),
         patience=Opt(int, 2_000, "walks in a row that add nothing before bridges finish the budget", min=1),
-        progress=Opt(bool, False, "a progress bar of kept weights (stderr)"))
+        progress=Opt(bool, False, "a progress bar of kept weights (stderr)"),
+        shortcuts=Opt(str, "random", "at a residual fork take the identity shortcut or the block path at random "
+                      "(random), or never the identity while a weighted way exists (never_identity: the authors' "
+                      "walks)", choices=("random", "never_identity")))
 
     def find(self, model, density, *, data=None, input_shape=None, seed=0, exclude=(), **options):
         if input_shape is None:
