@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import copy
 import math
-import operator
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
@@ -33,7 +32,7 @@ from .errors import ArgumentTypeError, GraphError
 from .graph import to_dag
 from .graph.ops import _ELEMENTWISE_FUNCTIONS, _ELEMENTWISE_METHODS, _ELEMENTWISE_MODULES, is_handled_module
 from .graph.trace import _trace
-from .mask import Mask, prunable_weights
+from .mask import Mask
 from .metrics import Report
 
 __all__ = ["compact", "CompactReport"]

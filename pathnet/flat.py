@@ -55,7 +55,6 @@ class FlatNetwork:
         nfar = np.array([b.n_dst if forward else b.n_src for b in dag.blocks], dtype=np.int64)
         counts = np.array([b.num_edges for b in dag.blocks], dtype=np.int64)
         edge_off = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
-        stored = [b for b in dag.blocks if not b.dense]
         xcounts = np.array([0 if b.dense else b.num_edges for b in dag.blocks], dtype=np.int64)
         xedge_off = np.concatenate([[0], np.cumsum(xcounts)[:-1]]).astype(np.int64)
         row_counts = np.array([0 if b.dense else (b.n_src if forward else b.n_dst) + 1 for b in dag.blocks])

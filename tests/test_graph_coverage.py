@@ -230,7 +230,6 @@ def test_attention_in_projection_is_one_prunable_weight_of_three_blocks():
 
 def test_attention_output_unit_depends_on_its_v_unit_and_its_heads_q_and_k():
     torch.manual_seed(0)
-    model = nn.Sequential()
     mha = nn.MultiheadAttention(4, 2, batch_first=True)
 
     class Net(nn.Module):
