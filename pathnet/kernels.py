@@ -290,19 +290,34 @@ def _edge_on(w, b, edge, state_w):
 
 
 @njit(cache=True)
-def reach(w, state_w, live, forward):
+def reach(w, state_w, kept, live, forward):
     """Extend the unit set `live` (bool over global units, in place) along kept edges of `w`.
 
     Layers are in topological order, so one sweep (ascending for the forward structure,
-    descending for the backward one) reaches everything.
+    descending for the backward one) reaches everything. `kept` lists the kept weight indices in
+    ascending order: a dense block is crossed through its kept weights only (they are contiguous
+    in the weight array), not through every edge.
     """
     n_layers = w.lay_off.shape[0] - 1
     for i in range(n_layers):
         layer = i if forward else n_layers - 1 - i
+        n_near = w.lay_off[layer + 1] - w.lay_off[layer]
         for p in range(w.lay_ptr[layer], w.lay_ptr[layer + 1]):
             b = w.lay_blk[p]
             far = w.blk_far[b]
-            for u in range(w.lay_off[layer + 1] - w.lay_off[layer]):
+            if w.blk_dense[b] and w.blk_prunable[b]:
+                k = w.blk_k[b]
+                n_src = n_near if forward else w.blk_nfar[b]
+                lo = w.blk_base0[b]
+                hi = lo + n_near * w.blk_nfar[b] * k
+                for t in range(np.searchsorted(kept, lo), np.searchsorted(kept, hi)):
+                    kk = (kept[t] - lo) // k
+                    o, src = kk // n_src, kk % n_src  # the weight's (destination, source) units
+                    u, v = (src, o) if forward else (o, src)
+                    if live[w.lay_off[layer] + u]:
+                        live[w.lay_off[far] + v] = True
+                continue
+            for u in range(n_near):
                 if not live[w.lay_off[layer] + u]:
                     continue
                 s, e = _row(w, b, u)

@@ -205,3 +205,29 @@ def test_bad_input():
         pn.prune(model, "phew", 0.1, input_shape=(1, 28, 28), bias="big")
     with pytest.raises(pn.errors.RegistryError, match="unknown pruning method 'phw'.*phew"):
         pn.prune(model, "phw", 0.1)
+
+
+@pytest.mark.parametrize("density", [0.002, 0.02, 0.3])
+def test_reach_through_kept_weights_equals_networkx_reachability(density):
+    """Oracle: networkx descendants/ancestors of the DAG under the mask the weight state spells."""
+    import networkx as nx
+
+    model = pn.models.get("resnet20", seed=0, width=4)
+    dag = pn.to_dag(model, (3, 8, 8))
+    net = FlatNetwork(dag)
+    state = (np.random.default_rng(1).random(len(net.absw)) < density).astype(np.uint8)
+    kept = np.flatnonzero(state == 1)
+    g = dag.with_mask(net.to_mask(state, {})).to_networkx()
+    off = net.lay_off
+    starts = {"fwd": [(0, u) for u in range(dag.layers[0].size)],
+              "bwd": [(i, u) for i in dag.output_layers for u in range(dag.layers[i].size)]}
+    for forward, w, key in ((True, net.forward, "fwd"), (False, net.backward, "bwd")):
+        live = np.zeros(off[-1], dtype=np.bool_)
+        for layer, u in starts[key]:
+            live[off[layer] + u] = True
+        kernels.reach(w, state, kept, live, forward)
+        expect = np.zeros(off[-1], dtype=np.bool_)
+        for node in starts[key]:
+            for layer, u in {node} | (nx.descendants(g, node) if forward else nx.ancestors(g, node)):
+                expect[off[layer] + u] = True
+        np.testing.assert_array_equal(live, expect)

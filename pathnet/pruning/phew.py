@@ -91,8 +91,9 @@ def phew_mask(dag: LayeredDAG, density: float, *, seed: int = 0, bias: str = "ma
             bwd = np.zeros(net.lay_off[-1], dtype=np.bool_)
             for i in dag.output_layers:
                 bwd[net.lay_off[i]:net.lay_off[i + 1]] = True
-            kernels.reach(net.forward, state, fwd, True)
-            kernels.reach(net.backward, state, bwd, False)
+            kept_idx = np.flatnonzero(state == 1)
+            kernels.reach(net.forward, state, kept_idx, fwd, True)
+            kernels.reach(net.backward, state, kept_idx, bwd, False)
             while kept < target:  # a shared weight (token mixing) is a candidate once per edge: draw again
                 chosen = np.unique(kernels.bridges(net.forward, state, net.allowed, net.absw, fwd, bwd,
                                                    target - kept, uniform, rng))
