@@ -325,7 +325,7 @@ def reduce(b: DagBuilder, node, args, kwargs, out):
                                      x.shape[1:], tuple(values.shape[1:])),)
         result = Units(labels, pre, x.name)
     else:
-        sets = b.rows(lab, dims)
+        sets = _Sets.rows(lab, dims)
         labels = b.realize(sets, "reduce").reshape(values.shape)
         result = Units(labels, (), _name(node))
     return (result, None) if isinstance(out, tuple) else result

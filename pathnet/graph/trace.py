@@ -103,7 +103,8 @@ class DagBuilder:
 
     Handlers (``ops.py``) call its methods: :meth:`source` (the layer a weight op reads),
     :meth:`weight` (a prunable block into a new layer), :meth:`along` (labels of a layer laid
-    along an axis), :meth:`combine` (values that depend on several units) and :meth:`sets`.
+    along an axis), :meth:`combine` (values that depend on several units at their position) and
+    :meth:`realize` (labels for values that depend on sets of units, e.g. ``_Sets.rows``).
     """
 
     def __init__(self, gm: torch.fx.GraphModule, weights: Mapping[str, torch.Tensor]):
@@ -263,12 +264,6 @@ class DagBuilder:
         return dst
 
     # -- mixing -----------------------------------------------------------------------------
-    def sets(self, labels: torch.Tensor) -> _Sets:
-        return _Sets.of(labels)
-
-    def rows(self, labels: torch.Tensor, dims: Sequence[int]) -> _Sets:
-        return _Sets.rows(labels, dims)
-
     def realize(self, sets: _Sets, kind: str, name: str | None = None,
                 pre_ops: tuple | Mapping[int, tuple] = ()) -> torch.Tensor:
         """Labels for values depending on `sets`: nothing → 0, one unit → that unit, several → a unit of a
