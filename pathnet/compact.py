@@ -247,9 +247,12 @@ def compact(model: nn.Module, mask: Mask, input_shape: Sequence[int], *, example
     gm = _trace(masked, is_handled_module, training=False)  # the function it computes at inference
     _shapes(gm, masked, input_shape)
     space, weights = _spaces(gm)
-    reach = report.unit_reach()
-    for layer, (fwd, bwd) in zip(dag.layers, reach):
-        node = next((n for n in gm.graph.nodes if layer.name in (str(n.target), n.name)), None)
+    nodes = {}  # a DAG layer is named after its module (call_module) or its node
+    for n in reversed(gm.graph.nodes):  # the first node of a name wins, as in graph order
+        nodes[n.name] = n
+        nodes[str(n.target)] = n
+    for layer, (fwd, bwd) in zip(dag.layers, report.unit_reach()):
+        node = nodes.get(layer.name)
         s = space.get(node) if node is not None else None
         if s is None or isinstance(s, _Composite) or s.size != layer.size:
             continue
