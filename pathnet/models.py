@@ -129,15 +129,16 @@ _VGG_CFG = {
 class BasicBlock(nn.Module):
     """Two 3×3 convs with BN; identity shortcut, or 1×1 conv + BN when the shape changes."""
 
-    def __init__(self, cin: int, cout: int, stride: int):
+    def __init__(self, cin: int, cout: int, stride: int, dims: int = 2):
         super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
+        self.conv1 = _conv(dims, cin, cout, kernel_size=3, stride=stride, padding=1, bias=False)
+        self.bn1 = _bn(dims, cout)
+        self.conv2 = _conv(dims, cout, cout, kernel_size=3, padding=1, bias=False)
+        self.bn2 = _bn(dims, cout)
         self.shortcut = nn.Sequential()
         if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
+            self.shortcut = nn.Sequential(_conv(dims, cin, cout, kernel_size=1, stride=stride, bias=False),
+                                          _bn(dims, cout))
 
     def forward(self, x):
         out = torch.relu(self.bn1(self.conv1(x)))
@@ -146,22 +147,23 @@ class BasicBlock(nn.Module):
 
 
 class CifarResNet(nn.Module):
-    """ResNet-(6n+2) for 32×32 inputs (He et al. 2016): widths 16-32-64, n blocks per stage."""
+    """ResNet-(6n+2) for 32×32 inputs (He et al. 2016): widths 16-32-64, n blocks per stage; 1-D or 3-D
+    convolutions for inputs of one or three positional axes."""
 
     def __init__(self, depth: int, input_shape: Sequence[int], num_classes: int, width: int = 16):
         super().__init__()
         if (depth - 2) % 6:
             raise ValueError(f"CIFAR ResNet depth must be 6n+2, got {depth}")
-        n = (depth - 2) // 6
-        self.conv = nn.Conv2d(input_shape[0], width, 3, padding=1, bias=False)
-        self.bn = nn.BatchNorm2d(width)
+        n, dims = (depth - 2) // 6, len(input_shape) - 1
+        self.conv = _conv(dims, input_shape[0], width, kernel_size=3, padding=1, bias=False)
+        self.bn = _bn(dims, width)
         blocks, cin = [], width
         for stage, cout in enumerate((width, 2 * width, 4 * width)):
             for i in range(n):
-                blocks.append(BasicBlock(cin, cout, stride=2 if stage > 0 and i == 0 else 1))
+                blocks.append(BasicBlock(cin, cout, stride=2 if stage > 0 and i == 0 else 1, dims=dims))
                 cin = cout
         self.blocks = nn.Sequential(*blocks)
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.pool = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)[dims - 1](1)
         self.fc = nn.Linear(cin, num_classes)
 
     def forward(self, x):

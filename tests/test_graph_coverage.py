@@ -184,6 +184,7 @@ FAMILIES = {
     "gpt_block": (GPTBlock, (5, 8), {"unit_axis_in": 2}),
     "mixer": (Mixer, (2, 8, 8), {}),
     "transformer_encoder": (Encoder, (3, 8), {"unit_axis_in": 2}),
+    "resnet_1d": (lambda: pn.models.get("resnet20", num_classes=5, input_shape=(2, 12), width=4), (2, 12), {}),
 }
 
 
