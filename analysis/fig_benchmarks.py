@@ -56,7 +56,7 @@ def main():
     ax.set_title("Ticket and metric timings (reference VGG-16 at 2% and 5% ran with the other core busy)",
                  fontsize=9)
     ax.legend(fontsize=8)
-    save(fig, rows, "benchmarks", s)
+    save(fig, rows, "benchmarks", s.out)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import pathnet as pn
-from figtools import COLORS, imp_runs, parse, save, subtitle
+from figtools import COLORS, imp_runs, imp_similarity, parse, save, subtitle
 
 
 def main():
@@ -18,15 +18,7 @@ def main():
     picks = sorted({levels[-1], levels[len(levels) // 2]})  # the sparsest IMP level and one in between
     rows = []
     for seed, run in zip(s.seeds, runs):
-        for level in picks:
-            lt = run.masks[level]
-            for method in s.methods:
-                model = pn.models.get(s.model, num_classes=ds.num_classes, input_shape=ds.input_shape, seed=seed)
-                mask = pn.prune(model, method, lt.density, data=ds, input_shape=ds.input_shape, seed=seed)
-                cmp = pn.compare(mask, lt)
-                base = {"method": method, "seed": seed, "level": level, "density": round(lt.density, 6)}
-                rows.append({**base, "layer": "global", "chance_jaccard": cmp.chance_jaccard})
-                rows += [{**base, "layer": r.name, "chance_jaccard": r.chance_jaccard} for r in cmp.layers]
+        rows += imp_similarity(s.model, ds, run, seed, picks, s.methods)
     table = []
     for key in dict.fromkeys((r["method"], r["density"], r["layer"]) for r in rows):
         xs = np.array([r["chance_jaccard"] for r in rows if (r["method"], r["density"], r["layer"]) == key])
@@ -48,7 +40,7 @@ def main():
         ax.set_title(f"density {100 * density:.2f}%", fontsize=9)
         ax.legend(fontsize=7, ncol=2)
     fig.suptitle(f"Overlap with IMP tickets — {subtitle(s)}", fontsize=10)
-    save(fig, table, "imp_similarity", s)
+    save(fig, table, "imp_similarity", s.out)
 
 
 if __name__ == "__main__":

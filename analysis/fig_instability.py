@@ -3,14 +3,11 @@ different data order) vs the rewind step k of IMP tickets (Frankle et al. 2020).
 
 from __future__ import annotations
 
-import json
-
 import matplotlib.pyplot as plt
 import numpy as np
 
 import pathnet as pn
-from figtools import parse, save
-from pathnet.io import atomic_write
+from figtools import imp_instability, parse, save
 
 
 def main():
@@ -27,20 +24,8 @@ def main():
     rows, curves = [], {}
     for rewind in rewinds:
         for seed in s.seeds:
-            done = s.runs / "instability" / f"{model_name}-{dataset}-k{rewind}-s{seed}.json"
-            if done.is_file():
-                row = json.loads(done.read_text())
-            else:
-                model = pn.models.get(model_name, num_classes=ds.num_classes, input_shape=ds.input_shape, seed=seed)
-                ticket = pn.imp(model, ds, levels=levels, rewind=rewind, seed=seed, epochs=epochs, progress=False,
-                                run_dir=s.runs / "instability" / f"imp-{model_name}-{dataset}-k{rewind}-s{seed}")
-                res = pn.instability(model, ticket.masks[-1], ds, rewind_state=ticket.rewind_state,
-                                     start_step=ticket.rewind_step, seeds=(seed, seed + 1000), alphas=alphas,
-                                     epochs=epochs, progress=False)
-                row = {"rewind": rewind, "rewind_step": ticket.rewind_step, "seed": seed,
-                       "density": ticket.masks[-1].density, "barrier": res.barrier,
-                       "train_barrier": res.train_barrier, "test_error": res.test_error, "alphas": res.alphas}
-                atomic_write(done, lambda tmp: open(tmp, "w").write(json.dumps(row)))
+            row = imp_instability(model_name, ds, levels=levels, rewind=rewind, seed=seed, epochs=epochs,
+                                  alphas=alphas, runs=s.runs / "instability")
             rows.append(row)
             curves.setdefault(rewind, []).append(row["test_error"])
     table = []
@@ -71,7 +56,7 @@ def main():
     axes[1].legend(fontsize=8)
     fig.suptitle(f"Instability of IMP tickets at {100 * table[0]['density']:.0f}% — {model_name} on {dataset}, "
                  f"{len(s.seeds)} seed(s), mean ± std", fontsize=10)
-    save(fig, table, "instability", s)
+    save(fig, table, "instability", s.out)
 
 
 if __name__ == "__main__":

@@ -60,7 +60,7 @@ def plot_widths(table: list[dict], title: str, name: str, s, methods=METHODS) ->
         ax.set_xlabel("layer")
         ax.legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
-    save(fig, table, name, s)
+    save(fig, table, name, s.out)
 
 
 def main():

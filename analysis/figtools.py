@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import pathnet as pn  # noqa: E402
-from pathnet.io import atomic_write  # noqa: E402
+from pathnet.io import atomic_write, write_json  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 COLORS = {"phew": "C0", "synflow": "C1", "snip": "C2", "grasp": "C3", "magnitude": "C4", "random": "C5", "erk": "C6",
@@ -79,12 +80,55 @@ def imp_runs(s: Setup, levels: int | None = None) -> list:
     """One IMP run (20% per level, rewinding to 0) per seed down to the sparsest density, resumable."""
     levels = levels or int(np.ceil(np.log(min(s.densities)) / np.log(0.8)))
     ds = pn.data.get(s.dataset, root=s.data_root)
-    out = []
-    for seed in s.seeds:
-        model = pn.models.get(s.model, num_classes=ds.num_classes, input_shape=ds.input_shape, seed=seed)
-        out.append(pn.imp(model, ds, levels=levels, seed=seed, epochs=s.imp_epochs, run_dir=s.runs / f"imp_s{seed}",
-                          progress=False))
-    return out
+    return [imp_run(s.model, ds, levels=levels, rewind="0it", seed=seed, epochs=s.imp_epochs, runs=s.runs)[1]
+            for seed in s.seeds]
+
+
+def imp_run(model_name: str, ds, *, levels: int, rewind: str, seed: int, epochs: int | None, runs: Path,
+            criterion: str = "magnitude"):
+    """(model, IMPResult): IMP at 20% per level of `model_name` from seed `seed`'s initialisation, rewinding
+    to `rewind`, keeping the top of `criterion`; kept under `runs`, so a finished run is read back and an
+    unfinished one resumes."""
+    model = pn.models.get(model_name, num_classes=ds.num_classes, input_shape=ds.input_shape, seed=seed)
+    tag = "" if criterion == "magnitude" else f"-{criterion}"
+    ticket = pn.imp(model, ds, levels=levels, rewind=rewind, criterion=criterion, seed=seed, epochs=epochs,
+                    progress=False, run_dir=runs / f"imp-{model_name}-{ds.name}-k{rewind}{tag}-s{seed}")
+    return model, ticket
+
+
+def imp_instability(model_name: str, ds, *, levels: int, rewind: str, seed: int, epochs: int | None, alphas: int,
+                    runs: Path) -> dict:
+    """The IMP ticket of :func:`imp_run` and its instability: the error barrier between two copies trained
+    from the rewind point with data orders `seed` and `seed` + 1000. One row, kept as JSON under `runs`."""
+    done = runs / f"{model_name}-{ds.name}-k{rewind}-s{seed}.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    model, ticket = imp_run(model_name, ds, levels=levels, rewind=rewind, seed=seed, epochs=epochs, runs=runs)
+    res = pn.instability(model, ticket.masks[-1], ds, rewind_state=ticket.rewind_state, start_step=ticket.rewind_step,
+                         seeds=(seed, seed + 1000), alphas=alphas, epochs=epochs, progress=False)
+    row = {"model": model_name, "rewind": rewind, "rewind_step": ticket.rewind_step, "seed": seed,
+           "density": ticket.masks[-1].density, "test_accuracy": ticket.accuracy[-1],
+           "dense_accuracy": ticket.accuracy[0], "barrier": res.barrier, "train_barrier": res.train_barrier,
+           "test_error": res.test_error, "alphas": res.alphas}
+    write_json(done, row)
+    return row
+
+
+def imp_similarity(model_name: str, ds, ticket, seed: int, levels, methods) -> list[dict]:
+    """Chance-corrected Jaccard between the IMP masks of `levels` and each method's mask of the same
+    density from the same initialisation (seed `seed`): a "global" row and one per layer."""
+    rows = []
+    for level in levels:
+        target = ticket.masks[level]
+        for method in methods:
+            model = pn.models.get(model_name, num_classes=ds.num_classes, input_shape=ds.input_shape, seed=seed)
+            cmp = pn.compare(pn.prune(model, method, target.density, data=ds, input_shape=ds.input_shape, seed=seed),
+                             target)
+            base = {"model": model_name, "method": method, "seed": seed, "level": level,
+                    "density": round(target.density, 6)}
+            rows.append({**base, "layer": "global", "chance_jaccard": cmp.chance_jaccard})
+            rows += [{**base, "layer": r.name, "chance_jaccard": r.chance_jaccard} for r in cmp.layers]
+    return rows
 
 
 def mean_std(rows: list[dict], by: tuple[str, ...], values: tuple[str, ...]) -> list[dict]:
@@ -105,11 +149,11 @@ def mean_std(rows: list[dict], by: tuple[str, ...], values: tuple[str, ...]) -> 
     return table
 
 
-def save(fig, rows: list[dict], name: str, s: Setup) -> None:
-    """figures/<name>.png and figures/<name>.csv, atomically."""
-    s.out.mkdir(parents=True, exist_ok=True)
+def save(fig, rows: list[dict], name: str, out: Path) -> None:
+    """<out>/<name>.png and <out>/<name>.csv, atomically."""
+    out.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    atomic_write(s.out / f"{name}.png", lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+    atomic_write(out / f"{name}.png", lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     plt.close(fig)
     keys = list(rows[0])
 
@@ -119,8 +163,8 @@ def save(fig, rows: list[dict], name: str, s: Setup) -> None:
             w.writeheader()
             w.writerows(rows)
 
-    atomic_write(s.out / f"{name}.csv", write)
-    print(f"wrote {s.out / name}.png and .csv")
+    atomic_write(out / f"{name}.csv", write)
+    print(f"wrote {out / name}.png and .csv")
 
 
 def subtitle(s: Setup) -> str:
@@ -146,4 +190,4 @@ def plot_vs_density(table: list[dict], value: str, ylabel: str, title: str, s: S
     ax.set_ylabel(ylabel)
     ax.set_title(f"{title} — {subtitle(s)}", fontsize=9)
     ax.legend(fontsize=8, ncol=2)
-    save(fig, table, name, s)
+    save(fig, table, name, s.out)

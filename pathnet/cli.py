@@ -382,7 +382,11 @@ def cmd_figures(args) -> int:
         raise PathnetError(f"pathnet figures runs the scripts in the repository's analysis/ folder, not found at "
                            f"{ANALYSIS}; run it from a checkout of pathnet")
     scripts = sorted(ANALYSIS.glob("fig_*.py"))
-    if args.only:
+    if args.claims:
+        if args.only:
+            raise PathnetError("--claims runs analysis/claims.py alone; leave out --only")
+        scripts = [ANALYSIS / "claims.py"]
+    elif args.only:
         names = [s.stem.removeprefix("fig_") for s in scripts]
         unknown = [n for n in args.only if n not in names]
         if unknown:
@@ -611,12 +615,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_convert)
 
     p = add("figures", help="regenerate figures/ with the analysis scripts",
-            description="Run analysis/fig_*.py (full mode unless --quick).")
+            description="Run analysis/fig_*.py (full mode unless --quick), or with --claims analysis/claims.py: "
+                        "whether the papers' headline claims hold, with paired tests over seeds.")
+    p.add_argument("--claims", action="store_true", help="test the papers' claims (analysis/claims.py) instead")
     p.add_argument("--quick", action="store_true", help="tiny versions, seconds each")
     p.add_argument("--only", nargs="+", help="figure names, e.g. paths_vs_density width_profiles")
     p.add_argument("--data-root", help="run on CIFAR-10 from this folder instead of offline data")
     p.add_argument("--out", help="where the PNGs and CSVs go (default: the checkout's figures/)")
-    p.add_argument("--runs", help="where finished work is kept for resuming (default: runs/figures)")
+    p.add_argument("--runs", help="where finished work is kept for resuming (default: runs/figures, "
+                   "runs/claims)")
     p.set_defaults(run=cmd_figures)
     return parser
 
