@@ -107,7 +107,8 @@ def synflow_scores(model: nn.Module, batches=None, *, input_shape: Sequence[int]
     p = next(model.parameters())
     r = model(torch.ones((1, *input_shape), dtype=p.dtype, device=p.device)).sum()
     grads = torch.autograd.grad(r, list(weights.values()))
-    return {k: (g * weights[k]).detach().abs() for k, g in zip(weights, grads)}
+    with torch.no_grad():  # in place on the fresh gradients: one pass over the weights instead of three
+        return {k: g.mul_(weights[k]).abs_() for k, g in zip(weights, grads)}
 
 
 # -- the methods: one registered object each, with its options ---------------------------------------
