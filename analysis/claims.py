@@ -281,15 +281,12 @@ def build_tests(plan: Plan, finders: list[dict], grads: list[dict], rewinding: l
         tests.append(_finder_pairs(Test(1, f"PHEW keeps more units than {rival}", "fraction of units on a path",
                                         0.01, False, "finders", "claims_accuracy.png"),
                                    finders, "phew", rival, plan.headline, lambda r: r["alive_fraction"]))
-    early = _by(grads, lambda r: (r["model"], r["method"], r["density"], r["seed"]),
-                lambda r: float(np.log(np.mean(r["norms"]))))
+    early = lambda r: float(np.log(np.mean(r["norms"])))  # noqa: E731
     for rival in RIVALS:
         tests.append(_finder_pairs(Test(1, f"PHEW has a larger early gradient norm than {rival}",
                                         "log ratio of mean ‖g‖, first steps", math.log(1.05), False, "gradnorm",
                                         "claims_grad_norm.png"),
-                                   [{"model": k[0], "method": k[1], "density": k[2], "seed": k[3], "v": v}
-                                    for k, v in early.items()], "phew", rival, (plan.grad_density,),
-                                   lambda r: r["v"]))
+                                   grads, "phew", rival, (plan.grad_density,), early))
     by_k = _by(rewinding, lambda r: (r["rewind"], r["seed"]), lambda r: r)
     first, last = plan.rewinds[0], plan.rewinds[-1]
     seeds = sorted(s for k, s in by_k if k == first and (last, s) in by_k)
@@ -316,15 +313,14 @@ def build_tests(plan: Plan, finders: list[dict], grads: list[dict], rewinding: l
                                     True, "criteria", "claims_criteria.png"),
                                criteria, "magnitude_gradient", "magnitude", sorted({r["density"] for r in criteria}),
                                acc))
-    sim = similarity
     cj = lambda r: r["chance_jaccard"]  # noqa: E731
-    dens = sorted({r["density"] for r in sim})
+    dens = sorted({r["density"] for r in similarity})
     tests.append(_finder_pairs(Test(5, "PHEW overlaps IMP masks beyond chance", "chance-corrected Jaccard", 0.01, True,
-                                    "similarity", "claims_similarity.png"), sim, "phew", "random", dens, cj))
+                                    "similarity", "claims_similarity.png"), similarity, "phew", "random", dens, cj))
     for other in FINDERS[1:]:
         tests.append(_finder_pairs(Test(5, f"PHEW overlaps IMP masks more than {other}", "chance-corrected Jaccard",
                                         0.01, False, "similarity", "claims_similarity.png"),
-                                   sim, "phew", other, dens, cj))
+                                   similarity, "phew", other, dens, cj))
     return tests
 
 
