@@ -37,7 +37,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from figtools import COLORS, ROOT, imp_instability, imp_run, imp_similarity, mean_std, save  # sets up matplotlib
+from figtools import COLORS, ROOT, density_lines, imp_instability, imp_run, imp_similarity, mean_std, save  # sets up matplotlib
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
@@ -403,17 +403,11 @@ def fig_accuracy(plan: Plan, finders: list[dict]) -> None:
     table = mean_std(finders, ("model", "method", "density"), ("test_accuracy", "alive_fraction", "grad_norm"))
     fig, axes = plt.subplots(1, len(plan.models), figsize=(6.2 * len(plan.models), 4.4), squeeze=False)
     for ax, model in zip(axes[0], plan.models):
-        dense = [r for r in table if r["model"] == model and r["density"] == 1.0]
-        for method in FINDERS:
-            pts = sorted((r for r in table if r["model"] == model and r["method"] == method),
-                         key=lambda r: r["density"])
-            ax.errorbar([100 * r["density"] for r in pts], [100 * r["test_accuracy_mean"] for r in pts],
-                        yerr=[100 * r["test_accuracy_std"] for r in pts], label=method, color=COLORS.get(method, "C7"),
-                        marker="o", ms=3, capsize=2, lw=2 if method == "phew" else 1)
+        mine = [r for r in table if r["model"] == model]
+        density_lines(ax, mine, "test_accuracy", FINDERS, scale=100, bold=("phew",))
+        dense = [r for r in mine if r["density"] == 1.0]
         if dense:
             ax.axhline(100 * dense[0]["test_accuracy_mean"], color="grey", ls="--", lw=0.8, label="dense")
-        ax.set_xscale("log")
-        ax.invert_xaxis()
         _label(ax, "density (% of weights kept)", "test accuracy (%)", f"{model} on {plan.dataset}")
     fig.suptitle(f"At-init finders, mean ± std over seeds ({_epochs(plan)})", fontsize=10)
     save(fig, table, "claims_accuracy", plan.out)

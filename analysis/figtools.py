@@ -117,11 +117,11 @@ def imp_instability(model_name: str, ds, *, levels: int, rewind: str, seed: int,
 def imp_similarity(model_name: str, ds, ticket, seed: int, levels, methods) -> list[dict]:
     """Chance-corrected Jaccard between the IMP masks of `levels` and each method's mask of the same
     density from the same initialisation (seed `seed`): a "global" row and one per layer."""
-    rows = []
+    model = pn.models.get(model_name, num_classes=ds.num_classes, input_shape=ds.input_shape, seed=seed)
+    rows = []  # prune leaves the model as it was, so one initialisation serves every level and method
     for level in levels:
         target = ticket.masks[level]
         for method in methods:
-            model = pn.models.get(model_name, num_classes=ds.num_classes, input_shape=ds.input_shape, seed=seed)
             cmp = pn.compare(pn.prune(model, method, target.density, data=ds, input_shape=ds.input_shape, seed=seed),
                              target)
             base = {"model": model_name, "method": method, "seed": seed, "level": level,
@@ -171,21 +171,27 @@ def subtitle(s: Setup) -> str:
     return f"{s.model} on {s.dataset}, {s.epochs} epochs, {len(s.seeds)} seed(s), mean ± std"
 
 
+def density_lines(ax, table: list[dict], value: str, methods, *, scale: float = 1, bold: tuple[str, ...] = ()) -> None:
+    """On `ax`, one line per method of `value`_mean ± `value`_std (times `scale`) against density, on a
+    log axis with sparser to the right."""
+    for method in methods:
+        pts = sorted((r for r in table if r["method"] == method), key=lambda r: r["density"])
+        ax.errorbar([100 * r["density"] for r in pts], [scale * r[f"{value}_mean"] for r in pts],
+                    yerr=[scale * r[f"{value}_std"] for r in pts], label=method, color=COLORS.get(method, "C7"),
+                    marker="o", ms=3, capsize=2, lw=2 if method in bold else 1)
+    ax.set_xscale("log")
+    ax.invert_xaxis()
+
+
 def plot_vs_density(table: list[dict], value: str, ylabel: str, title: str, s: Setup, name: str, *,
                     logy: bool = False, ylim: tuple | None = None, bold: tuple[str, ...] = ()) -> None:
-    """One line per method of `value`_mean ± `value`_std against density (log axis, sparser to the right)."""
+    """:func:`density_lines` for every method of `table`, in a figure of its own, saved as `name`."""
     fig, ax = plt.subplots(figsize=(8.5, 4.8))
-    for method in dict.fromkeys(r["method"] for r in table):
-        pts = sorted((r for r in table if r["method"] == method), key=lambda r: r["density"])
-        ax.errorbar([100 * r["density"] for r in pts], [r[f"{value}_mean"] for r in pts],
-                    yerr=[r[f"{value}_std"] for r in pts], label=method, color=COLORS.get(method), marker="o",
-                    ms=3, capsize=2, lw=2 if method in bold else 1)
-    ax.set_xscale("log")
+    density_lines(ax, table, value, dict.fromkeys(r["method"] for r in table), bold=bold)
     if logy:
         ax.set_yscale("log")
     if ylim:
         ax.set_ylim(*ylim)
-    ax.invert_xaxis()
     ax.set_xlabel("density (% of weights kept)")
     ax.set_ylabel(ylabel)
     ax.set_title(f"{title} — {subtitle(s)}", fontsize=9)
