@@ -7,6 +7,7 @@ CSV. A user mistake (bad argument, missing file, pathnet error) prints one line 
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
@@ -660,3 +661,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pathnet {args.command}: internal error: {type(e).__name__}: {_one_line(e)[:300]} — this is a bug, "
               "please report it (rerun with --debug for the traceback)", file=sys.stderr)
         return 1
+
+
+def entry() -> None:
+    """The console script (and ``python -m pathnet``): :func:`main`, then exit with its status.
+
+    A Ray connection that never answered leaves its thread inside Ray's C++ client, where nothing can
+    stop it, and the interpreter's shutdown then aborts on it (SIGABRT instead of the status): in that
+    case the process ends at once, its output flushed."""
+    code = main()
+    sweep = sys.modules.get(f"{__package__}.sweep")  # never imported: no connection was tried
+    if sweep is not None and sweep.connection_stranded():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)

@@ -565,7 +565,7 @@ def _connect(ray, address: str | None) -> bool:
         except BaseException as e:  # reported by the caller
             outcome["error"] = e
 
-    thread = threading.Thread(target=init, name="pathnet-ray-connect", daemon=True)
+    thread = threading.Thread(target=init, name=_CONNECT_THREAD, daemon=True)
     with _quiet_fd2() as keep_quiet:  # Ray's C++ client prints a warning a second while it retries
         thread.start()
         thread.join(CONNECT_TIMEOUT)
@@ -581,6 +581,14 @@ def _connect(ray, address: str | None) -> bool:
         raise ClusterError(f"cannot connect to the Ray cluster at --address {address}: {first[:300]}; check that it "
                            "is the head node's address as `ray start --head` printed it") from None
     return True
+
+
+_CONNECT_THREAD = "pathnet-ray-connect"
+
+
+def connection_stranded() -> bool:
+    """Whether a Ray connection that did not answer in time is still trying (its thread cannot be stopped)."""
+    return any(t.name == _CONNECT_THREAD and t.is_alive() for t in threading.enumerate())
 
 
 @contextlib.contextmanager

@@ -36,7 +36,7 @@ from pathnet.sweep import load_grid, run_sweep  # noqa: E402
 RAY_START = ("import sys, ray._private.services as s; s.node_ip_address_from_perspective = lambda *a, **k: '127.0.0.1'; "
              "from ray.scripts.scripts import main; sys.argv[0] = 'ray'; sys.exit(main())")
 
-PATHNET = [sys.executable, "-c", "import sys; from pathnet.cli import main; sys.exit(main())"]
+PATHNET = [sys.executable, "-m", "pathnet"]
 GRID = textwrap.dedent("""
     [grid]
     model = "conv2"
@@ -229,8 +229,8 @@ def test_an_address_that_does_not_answer_as_ray_fails_within_the_timeout(tmp_pat
         server.bind(("127.0.0.1", 0))
         server.listen(8)
         address = "127.0.0.1:%d" % server.getsockname()[1]
-        code = ("import sys, pathnet.sweep as s; s.CONNECT_TIMEOUT = 4; from pathnet.cli import main; "
-                f"sys.exit(main(['sweep', 'grid.toml', '--backend', 'ray', '--address', {address!r}]))")
+        code = ("import sys, pathnet.sweep as s; s.CONNECT_TIMEOUT = 4; from pathnet.cli import entry; "
+                f"sys.argv[1:] = ['sweep', 'grid.toml', '--backend', 'ray', '--address', {address!r}]; entry()")
         t0 = time.perf_counter()
         out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
         seconds = time.perf_counter() - t0
