@@ -33,7 +33,9 @@ def child(name: str, size: int) -> None:
 
     torch.set_num_threads(1)
     warm = pn.models.get("lenet300", seed=0)
-    pn.analyze(pn.prune(warm, "phew", 0.1, input_shape=(1, 28, 28)), warm, (1, 28, 28))  # JIT warm-up
+    pn.analyze(pn.prune(warm, "phew", 0.1, input_shape=(1, 28, 28)), warm, (1, 28, 28))  # JIT warm-up: walks,
+    pn.prune(warm, "phew", 0.3, input_shape=(1, 28, 28), patience=1)  # bridges,
+    pn.prune(warm, "random", 0.1)  # the partial shuffle
     model = tvm.get_model(name, weights=None)
     weights = [w.detach().numpy() for w in pn.prunable_weights(model).values()]
     sum(float(w.sum()) for w in weights)

@@ -1,4 +1,5 @@
-"""Numba kernels over flat arrays (no torch here): PHEW random walks and reachability.
+"""Numba kernels over flat arrays (no torch here): PHEW random walks, reachability, path counts, and
+the first entries of torch's CPU random permutations.
 
 A network arrives as two :class:`Walkable` structures, one per direction. Units are numbered
 layer by layer (``lay_off``); for every layer, ``lay_blk[lay_ptr[l]:lay_ptr[l+1]]`` lists the
@@ -11,8 +12,8 @@ A *stored* block keeps CSR rows (``indptr`` from ``blk_rows[b]``) and, from ``xe
 far unit in ``target``, the first weight entry in ``base`` and the multiplicity in ``mult``.
 Weight state is a uint8 array over all entries: 0 free, 1 kept, 2 marked by the walk in progress.
 
-Randomness is a splitmix64 generator in a one-element uint64 array: a seed gives the same
-walks on every machine.
+Randomness is splitmix64: a walk's own stream (:func:`walk_stream`) or, elsewhere, a generator
+in a one-element uint64 array; a seed gives the same walks on every machine.
 """
 
 from __future__ import annotations
@@ -68,8 +69,8 @@ def _uniform(state):
 
 @njit(cache=True)
 def _randint(state, n):
-    """An int in [0, n)."""
-    return int(_next(state) % np.uint64(n))
+    """An int in [0, n) (n < 2^53), by scaling 53 random bits: a multiply, where a modulo is a slow division."""
+    return min(int(_uniform(state) * n), n - 1)
 
 
 @njit(cache=True)
@@ -184,93 +185,175 @@ def dense_cums(l1, out, forward):
 
 
 @njit(cache=True)
-def _walk(w, layer, unit, absw, allowed, state_w, uniform, whole, rng, touched, avoid):
-    """One walk from (`layer`, `unit`) to the end of the network in `w`'s direction.
+def walk_stream(key, walk):
+    """The start of walk number `walk`'s own splitmix64 stream under `key` (the seed's): a walk's draws
+    depend on the seed and its number only, never on the walks before it or how walks are batched."""
+    state = np.empty(1, dtype=np.uint64)
+    state[0] = key + np.uint64(walk) * np.uint64(0xD1B54A32D192ED03)
+    return _next(state)
 
-    At every unit it picks, uniformly, one of the blocks in which the unit has edges (the block
-    path or the shortcut at a residual fork), then an edge ∝ its L1 weight, then (prunable
-    blocks) an entry of the kernel ∝ |w|. Free weights it crosses are marked 2 and listed in
-    `touched`. Returns (number marked, whether the walk reached the end).
+
+@njit(cache=True)
+def walk_paths(w, layer0, unit0, walks, key, absw, allowed, uniform, whole, avoid, paths, lengths, done):
+    """Walks from (`layer0[j]`, `unit0[j]`) to the end of the network in `w`'s direction, walk j drawing
+    from stream `walks[j]` (:func:`walk_stream`). Writes the allowed weight entries walk j crossed to
+    ``paths[j, :lengths[j]]`` and whether it reached the end to ``done[j]``; reads no weight state.
+
+    Each hop picks, uniformly, one of the blocks in which the unit has edges (the block path or the
+    shortcut at a residual fork; those `avoid` marks only if nothing else is left), then an edge ∝
+    its L1 weight, then (prunable blocks) an entry of the kernel ∝ |w| (every allowed entry if
+    `whole`). The walks advance hop by hop together, and the binary searches over the rows'
+    cumulative L1 step in lockstep, so the many memory reads of different walks are in flight at
+    once: that, not arithmetic, is what a hop costs on a large network.
     """
-    n_new = 0
-    while True:
-        n_ok = 0  # blocks in which the unit has edges (those `avoid` marks only if nothing else is left)
-        n_pref = 0
-        for p in range(w.lay_ptr[layer], w.lay_ptr[layer + 1]):
-            s, e = _row(w, w.lay_blk[p], unit)
-            if e > s:
-                n_ok += 1
-                if not avoid[w.lay_blk[p]]:
-                    n_pref += 1
-        if n_ok == 0:  # the end of the network, or a unit whose edges were all masked
-            return n_new, w.lay_ptr[layer] == w.lay_ptr[layer + 1]
-        t = _randint(rng, n_pref if n_pref > 0 else n_ok)
-        b = -1
-        for p in range(w.lay_ptr[layer], w.lay_ptr[layer + 1]):
-            s, e = _row(w, w.lay_blk[p], unit)
-            if e > s and (n_pref == 0 or not avoid[w.lay_blk[p]]):
-                if t == 0:
-                    b = w.lay_blk[p]
-                    break
-                t -= 1
-        s, e = _row(w, b, unit)
-        edge = s + _randint(rng, e - s) if uniform else _pick_cumulative(w.cum, s, e, rng)
-        if w.blk_prunable[b]:
-            k = w.blk_k[b]
-            first = _base(w, b, edge)
-            if whole:
-                for j in range(k):
-                    idx = first + j
-                    if allowed[idx] and state_w[idx] == 0:
-                        state_w[idx] = 2
-                        touched[n_new] = idx
-                        n_new += 1
+    n = walks.shape[0]
+    layer, unit = layer0.copy(), unit0.copy()
+    rng = np.empty(n, dtype=np.uint64)
+    blk = np.empty(n, dtype=np.int64)
+    row0 = np.empty(n, dtype=np.int64)  # the first edge of the unit's row
+    lo = np.empty(n, dtype=np.int64)  # the edge chosen, or the start of its search
+    span = np.zeros(n, dtype=np.int64)  # candidates left in the search (≤ 1: done)
+    r = np.empty(n, dtype=np.float64)
+    one = np.empty(1, dtype=np.uint64)
+    live = np.arange(n)
+    for j in range(n):
+        rng[j] = walk_stream(key, walks[j])
+        lengths[j] = 0
+    n_live = n
+    while n_live > 0:
+        kept = 0
+        for a in range(n_live):  # choose each walk's block and start its edge search
+            j = live[a]
+            one[0] = rng[j]
+            p0, p1 = w.lay_ptr[layer[j]], w.lay_ptr[layer[j] + 1]
+            n_ok = 0
+            n_pref = 0
+            for p in range(p0, p1):
+                s, e = _row(w, w.lay_blk[p], unit[j])
+                if e > s:
+                    n_ok += 1
+                    if not avoid[w.lay_blk[p]]:
+                        n_pref += 1
+            if n_ok == 0:  # the end of the network, or a unit whose edges were all masked
+                done[j] = p0 == p1
+                continue
+            t = _randint(one, n_pref if n_pref > 0 else n_ok)
+            b = w.lay_blk[p0]
+            if p1 - p0 > 1:
+                for p in range(p0, p1):
+                    s, e = _row(w, w.lay_blk[p], unit[j])
+                    if e > s and (n_pref == 0 or not avoid[w.lay_blk[p]]):
+                        if t == 0:
+                            b = w.lay_blk[p]
+                            break
+                        t -= 1
+            s, e = _row(w, b, unit[j])
+            blk[j] = b
+            row0[j] = s
+            span[j] = 0
+            if uniform or w.cum[e - 1] <= 0.0:
+                lo[j] = s + _randint(one, e - s)
             else:
-                idx = _pick_entry(absw, allowed, first, k, uniform, rng)
-                if idx >= 0 and state_w[idx] == 0:
-                    state_w[idx] = 2
-                    touched[n_new] = idx
-                    n_new += 1
-        unit = _target(w, b, edge)
-        layer = w.blk_far[b]
+                r[j] = _uniform(one) * w.cum[e - 1]
+                lo[j], span[j] = s, e - s
+            rng[j] = one[0]
+            live[kept] = j
+            kept += 1
+        n_live = kept
+        searching = True
+        while searching:  # one step of every walk's search: the first edge whose cumulative L1 passes r
+            searching = False
+            for a in range(n_live):  # branch-free (a walk whose search is over reads and adds nothing)
+                j = live[a]
+                m = span[j]
+                half = m >> 1
+                lo[j] += half * (w.cum[max(lo[j] + half - 1, 0)] <= r[j])
+                span[j] = m - half
+                searching |= m - half > 1
+        for a in range(n_live):  # the kernel entry, and on to the far unit
+            j = live[a]
+            b, edge = blk[j], lo[j]
+            if w.blk_dense[b]:  # far unit and first entry from the row's start (no division)
+                far = edge - row0[j]
+                first = w.blk_base0[b] + unit[j] * w.blk_near_stride[b] + far * w.blk_far_stride[b]
+            else:
+                far, first = _target(w, b, edge), _base(w, b, edge)
+            if w.blk_prunable[b]:
+                if whole:
+                    for i in range(w.blk_k[b]):
+                        if allowed[first + i]:
+                            paths[j, lengths[j]] = first + i
+                            lengths[j] += 1
+                else:
+                    one[0] = rng[j]
+                    idx = _pick_entry(absw, allowed, first, w.blk_k[b], uniform, one)
+                    rng[j] = one[0]
+                    if idx >= 0:
+                        paths[j, lengths[j]] = idx
+                        lengths[j] += 1
+            unit[j] = far
+            layer[j] = w.blk_far[b]
 
 
 @njit(cache=True)
 def phew_walks(fw, bw, absw, allowed, state_w, n_kept, budget, stop_at, seeds_in, seeds_out_layer,
-               seeds_out_unit, robin, uniform, whole, patience, rng, stats, max_path, avoid):
-    """Alternate forward and backward walks until `stop_at` weights are kept; return the kept count.
+               seeds_out_unit, counter, uniform, whole, patience, key, stats, max_path, avoid, lanes):
+    """Walks in turn, forward and backward, until `stop_at` weights are kept; return the kept count.
 
-    Forward walks start at the input units in turn, backward walks at the output units in turn
-    (`robin` = [next input, next output, walk counter] carries the turn between calls). A walk
-    is kept whole or not at all: one that would pass `budget`, or that got stuck, is set aside
-    and its marks undone. Stops early after `patience` walks in a row that add nothing.
-    `stats` accumulates [walks, set aside]. A hop takes a block `avoid` marks only where the unit
-    has no other.
+    Walk number i (`counter[0]` carries the next one between calls) starts, for even i, at input
+    unit ``seeds_in[(i // 2) % n_in]`` and walks forward, for odd i at output unit ``(i // 2) % n_out``
+    and walks backward. Walks are found `lanes` per direction at a time (:func:`walk_paths`) and
+    then kept or set aside one by one in their order, exactly as if they had run one after another:
+    a walk is kept whole or not at all; one that would pass `budget`, or that got stuck, is set
+    aside. Stops early after `patience` walks in a row that add nothing. `stats` accumulates
+    [walks, set aside].
     """
+    paths = np.empty((2, lanes, max_path), dtype=np.int64)
+    lengths = np.zeros((2, lanes), dtype=np.int64)
+    done = np.zeros((2, lanes), dtype=np.bool_)
+    ids = np.empty(lanes, dtype=np.int64)
+    layers = np.empty(lanes, dtype=np.int64)
+    units = np.empty(lanes, dtype=np.int64)
+    zeros = np.zeros(lanes, dtype=np.int64)
     touched = np.empty(max_path, dtype=np.int64)
     idle = 0
     while n_kept < stop_at and idle < patience:
-        if robin[2] % 2 == 0:
-            unit = seeds_in[robin[0]]
-            robin[0] = (robin[0] + 1) % seeds_in.shape[0]
-            n_new, done = _walk(fw, 0, unit, absw, allowed, state_w, uniform, whole, rng, touched, avoid)
-        else:
-            j = robin[1]
-            robin[1] = (robin[1] + 1) % seeds_out_unit.shape[0]
-            n_new, done = _walk(bw, seeds_out_layer[j], seeds_out_unit[j], absw, allowed, state_w, uniform, whole,
-                                rng, touched, avoid)
-        robin[2] += 1
-        stats[0] += 1
-        ok = done and n_kept + n_new <= budget
-        for i in range(n_new):
-            state_w[touched[i]] = 1 if ok else 0
-        if ok and n_new > 0:
-            n_kept += n_new
-            idle = 0
-        else:
-            idle += 1
-            if not ok:
-                stats[1] += 1
+        first = counter[0]
+        for d in range(2):  # walks first .. first + 2·lanes − 1: the forward ones, then the backward ones
+            w = fw if d == 0 else bw
+            for j in range(lanes):
+                i = first + ((first + d) % 2) + 2 * j
+                ids[j] = i
+                if d == 0:
+                    units[j] = seeds_in[(i // 2) % seeds_in.shape[0]]
+                else:
+                    layers[j] = seeds_out_layer[(i // 2) % seeds_out_unit.shape[0]]
+                    units[j] = seeds_out_unit[(i // 2) % seeds_out_unit.shape[0]]
+            walk_paths(w, zeros if d == 0 else layers, units, ids, key, absw, allowed, uniform, whole, avoid,
+                       paths[d], lengths[d], done[d])
+        for i in range(first, first + 2 * lanes):
+            if n_kept >= stop_at or idle >= patience:
+                break
+            d, j = i % 2, (i - first) // 2
+            n_new = 0
+            for t in range(lengths[d, j]):
+                idx = paths[d, j, t]
+                if state_w[idx] == 0:
+                    state_w[idx] = 2
+                    touched[n_new] = idx
+                    n_new += 1
+            ok = done[d, j] and n_kept + n_new <= budget
+            for t in range(n_new):
+                state_w[touched[t]] = 1 if ok else 0
+            if ok and n_new > 0:
+                n_kept += n_new
+                idle = 0
+            else:
+                idle += 1
+                if not ok:
+                    stats[1] += 1
+            stats[0] += 1
+            counter[0] = i + 1
     return n_kept
 
 
@@ -331,11 +414,74 @@ def reach(w, state_w, kept, live, forward):
 @njit(cache=True)
 def bridges(fw, state_w, allowed, absw, fwd_live, bwd_live, count, uniform, rng):
     """Up to `count` distinct free weights (u→v) with u ∈ fwd_live and v ∈ bwd_live, drawn ∝ |w|
-    without replacement (or uniformly): each closes an input→output path by itself.
+    without replacement (or uniformly): each closes an input→output path by itself. Returns the
+    chosen indices (fewer than `count` if there are fewer candidates); leaves `state_w` as it was.
 
-    One pass of weighted reservoir sampling (Efraimidis & Spirakis: keep the largest
-    log(U)/|w|). Returns the chosen indices (fewer than `count` if there are fewer candidates).
+    ∝ |w|, they are found by rejection first: an entry proposed ∝ |w| among all allowed entries
+    (a block ∝ its L1, a row ∝ its L1, then edge and entry as a walk picks them) and accepted if it
+    is a free candidate is a draw ∝ |w| among the candidates, so a few proposals replace a pass over
+    every edge between the two live sets. While fewer than one proposal in 64 is accepted (the
+    candidates hold little of the weight) the pass (:func:`_bridges_scan`) finds the rest.
     """
+    chosen = np.full(count, -1, dtype=np.int64)
+    found = 0
+    if not uniform:
+        n_layers = fw.lay_off.shape[0] - 1
+        n_blocks = fw.blk_far.shape[0]
+        near = np.full(n_blocks, -1, dtype=np.int64)
+        for layer in range(n_layers):
+            for p in range(fw.lay_ptr[layer], fw.lay_ptr[layer + 1]):
+                if fw.blk_prunable[fw.lay_blk[p]]:
+                    near[fw.lay_blk[p]] = layer
+        row_off = np.zeros(n_blocks + 1, dtype=np.int64)  # per prunable block: cumulative L1 over its rows
+        for b in range(n_blocks):
+            row_off[b + 1] = row_off[b] + (fw.lay_off[near[b] + 1] - fw.lay_off[near[b]] if near[b] >= 0 else 0)
+        rows = np.zeros(row_off[n_blocks], dtype=np.float64)
+        blocks = np.zeros(n_blocks, dtype=np.float64)
+        total = 0.0
+        for b in range(n_blocks):
+            acc = 0.0
+            for u in range(row_off[b + 1] - row_off[b]):
+                s, e = _row(fw, b, u)
+                if e > s:
+                    acc += fw.cum[e - 1]
+                rows[row_off[b] + u] = acc
+            total += acc
+            blocks[b] = total
+        tries = 0
+        while total > 0.0 and found < count and tries < 4096 + 64 * found:
+            tries += 1
+            b = min(np.searchsorted(blocks, _uniform(rng) * total, side="right"), n_blocks - 1)
+            lo, hi = row_off[b], row_off[b + 1]
+            if hi == lo or rows[hi - 1] <= 0.0:
+                continue
+            u = min(np.searchsorted(rows[lo:hi], _uniform(rng) * rows[hi - 1], side="right"), hi - lo - 1)
+            s, e = _row(fw, b, u)
+            if e == s or not fwd_live[fw.lay_off[near[b]] + u]:
+                continue
+            edge = _pick_cumulative(fw.cum, s, e, rng)
+            if not bwd_live[fw.lay_off[fw.blk_far[b]] + _target(fw, b, edge)]:
+                continue
+            idx = _pick_entry(absw, allowed, _base(fw, b, edge), fw.blk_k[b], False, rng)
+            if idx >= 0 and state_w[idx] == 0:
+                state_w[idx] = 2  # not accepted twice, nor found again by the pass
+                chosen[found] = idx
+                found += 1
+    if found < count:
+        rest = _bridges_scan(fw, state_w, allowed, absw, fwd_live, bwd_live, count - found, uniform, rng)
+        chosen[found:found + rest.shape[0]] = rest
+        found += rest.shape[0]
+    for t in range(found):
+        if state_w[chosen[t]] == 2:
+            state_w[chosen[t]] = 0
+    return chosen[:found]
+
+
+@njit(cache=True)
+def _bridges_scan(fw, state_w, allowed, absw, fwd_live, bwd_live, count, uniform, rng):
+    """:func:`bridges` by one pass over every candidate: weighted reservoir sampling (Efraimidis &
+    Spirakis: keep the largest log(U)/|w|). Returns the chosen indices (fewer than `count` if there
+    are fewer candidates)."""
     keys = np.full(count, -np.inf)
     chosen = np.full(count, -1, dtype=np.int64)
     n_seen = 0
@@ -428,3 +574,64 @@ def log_path_counts(w, start, forward):
                         v = far_off + _target(w, b, edge)
                         logc[v] = _logaddexp(logc[v], lu + np.log(float(m)))
     return logc
+
+
+# -- the first entries of torch.randperm ----------------------------------------------------------
+# torch.randperm(n, generator=g) on the CPU (n < 2^32 / 20) is a forward Fisher–Yates shuffle, step i
+# swapping entry i with entry i + (x mod (n − i)), x the generator's next 32-bit MT19937 output. After
+# step i entry i is final, so the first k entries need only k steps; the other n − 1 − k outputs are
+# skipped (the state still advances past them, as the next permutation expects).
+
+#: the largest n (exclusive) for which torch.randperm on the CPU shuffles as above
+RANDPERM_N_MAX = 4294967295 // 20
+
+
+@njit(cache=True)
+def _mt_twist(mt):
+    for i in range(624):
+        y = (mt[i] & np.uint32(0x80000000)) | (mt[(i + 1) % 624] & np.uint32(0x7FFFFFFF))
+        v = mt[(i + 397) % 624] ^ (y >> np.uint32(1))
+        if y & np.uint32(1):
+            v ^= np.uint32(0x9908B0DF)
+        mt[i] = v
+
+
+@njit(cache=True)
+def randperm_prefixes(sizes, counts, seed, out):
+    """For each layer l in turn, mark in `out` (bool, the layers one after another) the first
+    ``counts[l]`` entries of the permutation ``torch.randperm(sizes[l], generator=g)`` would give,
+    g = ``torch.Generator().manual_seed(seed)`` drawn from layer after layer (every size below
+    :data:`RANDPERM_N_MAX`, 0 ≤ seed < 2^32). Work ∝ Σ counts plus one pass per layer."""
+    mt = np.empty(624, dtype=np.uint32)
+    mt[0] = np.uint32(seed)
+    for i in range(1, 624):
+        mt[i] = np.uint32(1812433253) * (mt[i - 1] ^ (mt[i - 1] >> np.uint32(30))) + np.uint32(i)
+    at = 624  # the next output's place in mt (624: twist first)
+    off = 0
+    for layer in range(sizes.shape[0]):
+        n, k = sizes[layer], counts[layer]
+        perm = np.arange(n if k > 0 else 0, dtype=np.int32)  # n < RANDPERM_N_MAX < 2^31
+        for i in range(min(k, n - 1)):
+            if at == 624:
+                _mt_twist(mt)
+                at = 0
+            y = mt[at]
+            at += 1
+            y ^= y >> np.uint32(11)
+            y ^= (y << np.uint32(7)) & np.uint32(0x9D2C5680)
+            y ^= (y << np.uint32(15)) & np.uint32(0xEFC60000)
+            y ^= y >> np.uint32(18)
+            z = i + np.int64(y) % (n - i)
+            perm[i], perm[z] = perm[z], perm[i]
+            out[off + perm[i]] = True
+        if k >= n and n > 0:  # every entry (the last one needs no draw)
+            out[off + perm[n - 1]] = True
+        skip = max(n - 1 - k, 0)
+        while skip > 0:  # the outputs this permutation drew beyond its first k steps
+            if at == 624:
+                _mt_twist(mt)
+                at = 0
+            take = min(skip, 624 - at)
+            at += take
+            skip -= take
+        off += n

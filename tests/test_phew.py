@@ -99,21 +99,48 @@ def test_same_seed_same_mask_also_in_a_fresh_process(dags):
     assert out.stdout.strip() == mask_digest(a)
 
 
+def walks_from(net, w, layer, n_walks, bias="magnitude", avoid=None, key=1):
+    """The entries `n_walks` independent walks (numbers 0 … n_walks − 1) from unit 0 of `layer` cross, one row each."""
+    paths = np.empty((n_walks, net.max_path), dtype=np.int64)
+    lengths = np.zeros(n_walks, dtype=np.int64)
+    done = np.zeros(n_walks, dtype=np.bool_)
+    avoid = np.zeros(len(net.dag.blocks), dtype=np.bool_) if avoid is None else avoid
+    kernels.walk_paths(w, np.full(n_walks, layer), np.zeros(n_walks, dtype=np.int64), np.arange(n_walks),
+                       np.uint64(key), net.absw, net.allowed, bias == "uniform", False, avoid, paths, lengths, done)
+    assert done.all() and (lengths >= 1).all()
+    return paths, lengths
+
+
 def first_hops(model, input_shape, bias, n_walks, seed=0, forward=True):
-    """Counts of the first weight entry each of `n_walks` independent walks keeps (state reset every walk)."""
+    """Counts of the first weight entry each of `n_walks` independent walks keeps."""
     net = FlatNetwork(pn.to_dag(model, input_shape))
-    state = np.zeros(net.num_weights, dtype=np.uint8)
-    touched = np.empty(net.max_path, dtype=np.int64)
-    rng = np.array([seed + 1], dtype=np.uint64)
-    counts = np.zeros(net.num_weights, dtype=np.int64)
     w, layer = (net.forward, 0) if forward else (net.backward, len(net.dag.layers) - 1)
-    for _ in range(n_walks):
-        n_new, done = kernels._walk(w, layer, 0, net.absw, net.allowed, state, bias == "uniform", False, rng, touched,
-                                    np.zeros(len(net.dag.blocks), dtype=np.bool_))
-        assert done and n_new >= 1
-        counts[touched[0]] += 1
-        state[:] = 0
-    return counts
+    paths, _ = walks_from(net, w, layer, n_walks, bias, key=seed + 1)
+    return np.bincount(paths[:, 0], minlength=net.num_weights)
+
+
+def test_a_walk_depends_on_its_number_only():
+    """Invariant: walk i is the same whether found alone or among others, and the ticket does not
+    depend on how many walks are found together."""
+    from pathnet.pruning import phew as phew_module
+
+    net = FlatNetwork(pn.to_dag(pn.models.get("resnet20", seed=0), (3, 32, 32)))
+    together, n_together = walks_from(net, net.forward, 0, 64)
+    for i in (0, 17, 63):
+        alone = np.empty((1, net.max_path), dtype=np.int64)
+        n = np.zeros(1, dtype=np.int64)
+        kernels.walk_paths(net.forward, np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64), np.array([i]),
+                           np.uint64(1), net.absw, net.allowed, False, False, np.zeros(len(net.dag.blocks), np.bool_),
+                           alone, n, np.zeros(1, dtype=np.bool_))
+        assert n[0] == n_together[i] and (alone[0, :n[0]] == together[i, :n[0]]).all()
+    dag = pn.to_dag(pn.models.get("resnet20", seed=0), (3, 32, 32))
+    reference = phew_mask(dag, 0.05, seed=3)
+    for lanes in (1, 5):
+        phew_module.LANES, before = lanes, phew_module.LANES
+        try:
+            assert phew_mask(dag, 0.05, seed=3) == reference
+        finally:
+            phew_module.LANES = before
 
 
 def test_first_hop_frequencies_follow_weight_magnitudes():
@@ -155,18 +182,11 @@ def test_residual_fork_is_taken_half_and_half_or_never_the_identity(rule):
     net = FlatNetwork(pn.to_dag(model, (2, 4, 4)))
     avoid = identity_shortcuts(net.dag) if rule == "never_identity" else np.zeros(len(net.dag.blocks), dtype=np.bool_)
     assert avoid.sum() == (1 if rule == "never_identity" else 0)
-    state = np.zeros(len(net.absw), dtype=np.uint8)
-    touched = np.empty(net.max_path, dtype=np.int64)
-    rng = np.array([5], dtype=np.uint64)
     add = next(layer.index for layer in net.dag.layers if layer.kind == "add")
     b_lo = net.param_offset["b.weight"]
     b_hi = b_lo + model.b.weight.numel()
-    through_block = 0
-    for _ in range(4000):
-        n_new, done = kernels._walk(net.backward, add, 0, net.absw, net.allowed, state, False, False, rng, touched,
-                                    avoid)
-        through_block += b_lo <= touched[0] < b_hi
-        state[:] = 0
+    paths, _ = walks_from(net, net.backward, add, 4000, avoid=avoid, key=5)
+    through_block = int(((b_lo <= paths[:, 0]) & (paths[:, 0] < b_hi)).sum())
     if rule == "random":
         assert scipy.stats.binomtest(through_block, 4000, 0.5).pvalue > 1e-3
     else:
@@ -231,3 +251,45 @@ def test_reach_through_kept_weights_equals_networkx_reachability(density):
             for layer, u in {node} | (nx.descendants(g, node) if forward else nx.ancestors(g, node)):
                 expect[off[layer] + u] = True
         np.testing.assert_array_equal(live, expect)
+
+
+@pytest.mark.parametrize("way", ["rejection", "scan"])
+def test_bridges_are_drawn_in_proportion_to_magnitude_among_the_candidates(way):
+    """Oracle: the candidates listed by brute force over the weight matrices (free u→v with u reached
+    from the input, v reaching the output), each drawn with frequency ∝ |w| (chi-square), never a
+    non-candidate, and never the same weight twice in one call."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 3))
+    net = FlatNetwork(pn.to_dag(model, (4,)))
+    state = np.zeros(net.num_weights, dtype=np.uint8)
+    state[:6] = 1  # some weights already kept: never candidates
+    fwd = np.zeros(net.lay_off[-1], dtype=np.bool_)
+    bwd = np.zeros(net.lay_off[-1], dtype=np.bool_)
+    fwd[[0, 1, 2, 4 + 1, 4 + 3]] = True  # inputs 0-2 and hidden 1, 3 reached from the input
+    bwd[[4 + 0, 4 + 1, 4 + 4, 9 + 0, 9 + 2]] = True  # hidden 0, 1, 4 and outputs 0, 2 reach the output
+    absw = net.absw.astype(np.float64)
+    cand = []
+    for name, (n_in, near, far) in {"0.weight": (4, 0, 4), "2.weight": (5, 4, 9)}.items():
+        o = net.param_offset[name]
+        for v in range(model[int(name[0])].out_features):
+            for u in range(n_in):
+                idx = o + v * n_in + u
+                if fwd[near + u] and bwd[far + v] and state[idx] == 0:
+                    cand.append(idx)
+    cand = np.array(cand)
+    if way == "scan":  # the pass alone: no rejection first (as when candidates hold little weight)
+        draw = lambda c, r: kernels._bridges_scan(net.forward, state, net.allowed, net.absw, fwd, bwd, c, False, r)  # noqa: E731
+    else:
+        draw = lambda c, r: kernels.bridges(net.forward, state, net.allowed, net.absw, fwd, bwd, c, False, r)  # noqa: E731
+    rng = np.array([7], dtype=np.uint64)
+    counts = np.zeros(net.num_weights, dtype=np.int64)
+    before = state.copy()
+    for _ in range(6000):
+        chosen = draw(1, rng)
+        counts[chosen] += 1
+    assert (state == before).all() and counts.sum() == 6000
+    assert counts[np.setdiff1d(np.arange(net.num_weights), cand)].sum() == 0
+    expected = absw[cand] / absw[cand].sum() * 6000
+    assert scipy.stats.chisquare(counts[cand], expected).pvalue > 1e-3
+    many = draw(len(cand) + 3, rng)  # more asked than there are: every candidate once
+    assert sorted(many.tolist()) == sorted(cand.tolist())

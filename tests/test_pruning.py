@@ -213,6 +213,24 @@ def test_keep_top_gives_the_same_mask_on_cpu_and_cuda():
             assert keep_top({k: v.cuda() for k, v in s.items()}, 0.01, scope=scope, current=cpu, seed=4) == inner
 
 
+@pytest.mark.parametrize("seed", [0, 7, 2**32 - 1, 2**32 + 5, -3])
+def test_random_positions_are_the_first_entries_of_torch_randperm(seed):
+    """Oracle: torch.randperm itself, layer after layer from one generator (the partial shuffle must
+    pick the same positions, and leave the generator where the full permutations would)."""
+    from pathnet.pruning.threshold import layer_counts_mask
+
+    shapes = {"a": (7,), "b": (1,), "c": (30, 40), "d": (3, 3, 3, 3), "e": (50_000,), "f": (2, 2)}
+    counts = {"a": 7, "b": 1, "c": 13, "d": 0, "e": 49_999, "f": 2}
+    g = torch.Generator().manual_seed(seed)
+    expected = {}
+    for k, shape in shapes.items():
+        flat = torch.zeros(math.prod(shape), dtype=torch.bool)
+        flat[torch.randperm(flat.numel(), generator=g)[: counts[k]]] = True
+        expected[k] = flat.reshape(shape)
+    got = layer_counts_mask(counts, shapes, seed, {})
+    assert all(torch.equal(got[k], expected[k]) for k in shapes)
+
+
 def test_schedules():
     assert schedule(0.01, 2) == pytest.approx([0.1, 0.01])
     assert schedule(0.2, 4, "linear") == pytest.approx([0.8, 0.6, 0.4, 0.2])

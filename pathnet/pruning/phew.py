@@ -34,6 +34,9 @@ from ..options import Opt, Options
 from . import Method, register
 from . import budget as weight_budget
 
+#: walks found together per direction (their memory reads overlap); the ticket does not depend on it
+LANES = 32
+
 
 def phew_mask(dag: LayeredDAG, density: float, *, seed: int = 0, bias: str = "magnitude", kernel: str = "weight",
               patience: int = 2_000, progress: bool = False, exclude: tuple[str, ...] = (),
@@ -60,11 +63,12 @@ def phew_mask(dag: LayeredDAG, density: float, *, seed: int = 0, bias: str = "ma
     if target > int((net.allowed & (state == 0)).sum()):
         raise DensityError(f"density {density} asks for {target:,} weights but the DAG's mask allows only "
                            f"{int((net.allowed & (state == 0)).sum()):,}")
-    rng = np.array([(int(seed) * 0x9E3779B97F4A7C15 + 1) % 2**64], dtype=np.uint64)
+    key = np.uint64((int(seed) * 0x9E3779B97F4A7C15 + 1) % 2**64)  # walk i draws from kernels.walk_stream(key, i)
+    rng = np.array([key ^ np.uint64(0x5851F42D4C957F2D)], dtype=np.uint64)  # the bridges' draws
     seeds_in = np.arange(dag.layers[0].size, dtype=np.int64)
     out_layer = np.concatenate([np.full(dag.layers[i].size, i) for i in dag.output_layers]).astype(np.int64)
     out_unit = np.concatenate([np.arange(dag.layers[i].size) for i in dag.output_layers]).astype(np.int64)
-    robin = np.zeros(3, dtype=np.int64)
+    counter = np.zeros(1, dtype=np.int64)  # the next walk's number
     stats = np.zeros(2, dtype=np.int64)
     uniform, whole = bias == "uniform", kernel == "whole"
     kept, bridged, dangling, single = 0, 0, 0, 0
@@ -77,8 +81,8 @@ def phew_mask(dag: LayeredDAG, density: float, *, seed: int = 0, bias: str = "ma
             while kept < target:
                 stop_at = min(target, kept + chunk)
                 now = kernels.phew_walks(net.forward, net.backward, net.absw, net.allowed, state, kept, target,
-                                         stop_at, seeds_in, out_layer, out_unit, robin, uniform, walk_whole,
-                                         patience, rng, stats, net.max_path, avoid)
+                                         stop_at, seeds_in, out_layer, out_unit, counter, uniform, walk_whole,
+                                         patience, key, stats, net.max_path, avoid, LANES)
                 bar.update(now - kept)
                 stalled, kept = now < stop_at, now
                 if stalled:

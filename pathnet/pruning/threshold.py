@@ -15,6 +15,7 @@ from typing import Mapping
 import numpy as np
 import torch
 
+from .. import kernels
 from ..errors import DensityError, OptionError, WeightError, check_density, check_int
 from . import budget
 from ..mask import Mask
@@ -191,12 +192,20 @@ def schedule(density: float, iterations: int, kind: str = "exponential") -> list
 
 
 def layer_counts_mask(counts: Mapping[str, int], shapes: Mapping[str, tuple], seed: int, meta: dict) -> Mask:
-    """A mask with exactly `counts[name]` kept weights per layer at seeded random positions."""
-    g = torch.Generator().manual_seed(seed)
-    out = {}
-    for k, shape in shapes.items():
-        n = math.prod(shape)
-        flat = torch.zeros(n, dtype=torch.bool)
-        flat[torch.randperm(n, generator=g)[: int(counts[k])]] = True
-        out[k] = flat.reshape(shape)
-    return Mask(out, meta)
+    """A mask with exactly `counts[name]` kept weights per layer at seeded random positions: the first
+    counts of ``torch.randperm`` over each layer in turn, one generator seeded with `seed` (by a partial
+    shuffle with torch's own generator, so the work is ∝ the kept weights: VGG-16's 138M at 5% in a
+    fraction of the full permutations' time, the same masks bit for bit)."""
+    sizes = np.array([math.prod(s) for s in shapes.values()], dtype=np.int64)
+    keep = np.array([int(counts[k]) for k in shapes], dtype=np.int64)
+    if sizes.size and sizes.max() >= kernels.RANDPERM_N_MAX:  # torch shuffles such a layer another way
+        g = torch.Generator().manual_seed(seed)
+        flat = torch.zeros(int(sizes.sum()), dtype=torch.bool)
+        for (o, n), c in zip(zip(np.cumsum(sizes) - sizes, sizes), keep):
+            flat[int(o):int(o + n)][torch.randperm(int(n), generator=g)[: int(c)]] = True
+    else:
+        out = np.zeros(int(sizes.sum()), dtype=np.bool_)
+        kernels.randperm_prefixes(sizes, keep, int(seed) % 2**32, out)  # torch seeds its generator with the low 32 bits
+        flat = torch.from_numpy(out)
+    parts = flat.split(sizes.tolist())
+    return Mask({k: part.reshape(shape) for (k, shape), part in zip(shapes.items(), parts)}, meta)
