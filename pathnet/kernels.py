@@ -55,7 +55,12 @@ class Walkable(NamedTuple):
 def _next(state):
     """splitmix64: advance `state[0]` and return 64 random bits."""
     state[0] += np.uint64(0x9E3779B97F4A7C15)
-    z = state[0]
+    return _mix(state[0])
+
+
+@njit(cache=True)
+def _mix(z):
+    """splitmix64's output function: 64 well-mixed bits of the state `z`."""
     z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
     return z ^ (z >> np.uint64(31))
@@ -188,9 +193,7 @@ def dense_cums(l1, out, forward):
 def walk_stream(key, walk):
     """The start of walk number `walk`'s own splitmix64 stream under `key` (the seed's): a walk's draws
     depend on the seed and its number only, never on the walks before it or how walks are batched."""
-    state = np.empty(1, dtype=np.uint64)
-    state[0] = key + np.uint64(walk) * np.uint64(0xD1B54A32D192ED03)
-    return _next(state)
+    return _mix(key + np.uint64(walk) * np.uint64(0xD1B54A32D192ED03) + np.uint64(0x9E3779B97F4A7C15))
 
 
 @njit(cache=True)
@@ -314,7 +317,6 @@ def phew_walks(fw, bw, absw, allowed, state_w, n_kept, budget, stop_at, seeds_in
     ids = np.empty(lanes, dtype=np.int64)
     layers = np.empty(lanes, dtype=np.int64)
     units = np.empty(lanes, dtype=np.int64)
-    zeros = np.zeros(lanes, dtype=np.int64)
     touched = np.empty(max_path, dtype=np.int64)
     idle = 0
     while n_kept < stop_at and idle < patience:
@@ -325,11 +327,11 @@ def phew_walks(fw, bw, absw, allowed, state_w, n_kept, budget, stop_at, seeds_in
                 i = first + ((first + d) % 2) + 2 * j
                 ids[j] = i
                 if d == 0:
-                    units[j] = seeds_in[(i // 2) % seeds_in.shape[0]]
+                    layers[j], units[j] = 0, seeds_in[(i // 2) % seeds_in.shape[0]]
                 else:
                     layers[j] = seeds_out_layer[(i // 2) % seeds_out_unit.shape[0]]
                     units[j] = seeds_out_unit[(i // 2) % seeds_out_unit.shape[0]]
-            walk_paths(w, zeros if d == 0 else layers, units, ids, key, absw, allowed, uniform, whole, avoid,
+            walk_paths(w, layers, units, ids, key, absw, allowed, uniform, whole, avoid,
                        paths[d], lengths[d], done[d])
         for i in range(first, first + 2 * lanes):
             if n_kept >= stop_at or idle >= patience:

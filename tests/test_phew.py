@@ -99,13 +99,15 @@ def test_same_seed_same_mask_also_in_a_fresh_process(dags):
     assert out.stdout.strip() == mask_digest(a)
 
 
-def walks_from(net, w, layer, n_walks, bias="magnitude", avoid=None, key=1):
-    """The entries `n_walks` independent walks (numbers 0 … n_walks − 1) from unit 0 of `layer` cross, one row each."""
+def walks_from(net, w, layer, n_walks, bias="magnitude", avoid=None, key=1, numbers=None):
+    """The entries `n_walks` independent walks (numbers 0 … n_walks − 1, or `numbers`) from unit 0 of
+    `layer` cross, one row each."""
+    numbers = np.arange(n_walks) if numbers is None else np.asarray(numbers, dtype=np.int64)
     paths = np.empty((n_walks, net.max_path), dtype=np.int64)
     lengths = np.zeros(n_walks, dtype=np.int64)
     done = np.zeros(n_walks, dtype=np.bool_)
     avoid = np.zeros(len(net.dag.blocks), dtype=np.bool_) if avoid is None else avoid
-    kernels.walk_paths(w, np.full(n_walks, layer), np.zeros(n_walks, dtype=np.int64), np.arange(n_walks),
+    kernels.walk_paths(w, np.full(n_walks, layer), np.zeros(n_walks, dtype=np.int64), numbers,
                        np.uint64(key), net.absw, net.allowed, bias == "uniform", False, avoid, paths, lengths, done)
     assert done.all() and (lengths >= 1).all()
     return paths, lengths
@@ -124,16 +126,12 @@ def test_a_walk_depends_on_its_number_only():
     depend on how many walks are found together."""
     from pathnet.pruning import phew as phew_module
 
-    net = FlatNetwork(pn.to_dag(pn.models.get("resnet20", seed=0), (3, 32, 32)))
+    dag = pn.to_dag(pn.models.get("resnet20", seed=0), (3, 32, 32))
+    net = FlatNetwork(dag)
     together, n_together = walks_from(net, net.forward, 0, 64)
     for i in (0, 17, 63):
-        alone = np.empty((1, net.max_path), dtype=np.int64)
-        n = np.zeros(1, dtype=np.int64)
-        kernels.walk_paths(net.forward, np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64), np.array([i]),
-                           np.uint64(1), net.absw, net.allowed, False, False, np.zeros(len(net.dag.blocks), np.bool_),
-                           alone, n, np.zeros(1, dtype=np.bool_))
+        alone, n = walks_from(net, net.forward, 0, 1, numbers=[i])
         assert n[0] == n_together[i] and (alone[0, :n[0]] == together[i, :n[0]]).all()
-    dag = pn.to_dag(pn.models.get("resnet20", seed=0), (3, 32, 32))
     reference = phew_mask(dag, 0.05, seed=3)
     for lanes in (1, 5):
         phew_module.LANES, before = lanes, phew_module.LANES

@@ -198,14 +198,12 @@ def layer_counts_mask(counts: Mapping[str, int], shapes: Mapping[str, tuple], se
     fraction of the full permutations' time, the same masks bit for bit)."""
     sizes = np.array([math.prod(s) for s in shapes.values()], dtype=np.int64)
     keep = np.array([int(counts[k]) for k in shapes], dtype=np.int64)
+    flat = torch.zeros(int(sizes.sum()), dtype=torch.bool)
+    parts = flat.split(sizes.tolist())  # views: writing a part writes flat
     if sizes.size and sizes.max() >= kernels.RANDPERM_N_MAX:  # torch shuffles such a layer another way
         g = torch.Generator().manual_seed(seed)
-        flat = torch.zeros(int(sizes.sum()), dtype=torch.bool)
-        for (o, n), c in zip(zip(np.cumsum(sizes) - sizes, sizes), keep):
-            flat[int(o):int(o + n)][torch.randperm(int(n), generator=g)[: int(c)]] = True
-    else:
-        out = np.zeros(int(sizes.sum()), dtype=np.bool_)
-        kernels.randperm_prefixes(sizes, keep, int(seed) % 2**32, out)  # torch seeds its generator with the low 32 bits
-        flat = torch.from_numpy(out)
-    parts = flat.split(sizes.tolist())
+        for part, c in zip(parts, keep):
+            part[torch.randperm(part.numel(), generator=g)[: int(c)]] = True
+    else:  # torch seeds its generator with the seed's low 32 bits
+        kernels.randperm_prefixes(sizes, keep, int(seed) % 2**32, flat.numpy())
     return Mask({k: part.reshape(shape) for (k, shape), part in zip(shapes.items(), parts)}, meta)
